@@ -1,0 +1,1 @@
+"""Execution backends: where tasks actually run (local processes, Ray)."""
