@@ -28,6 +28,23 @@ class Settings(BaseSettings):
     loop_interval_s: float = 0.2
     heartbeat_timeout_s: float = 60.0
     stop_grace_s: float = 10.0
+    # Local node overrides (default: what psutil sees). Tests use them to force queueing.
+    node_id: str | None = None
+    node_cpus: float | None = None
+    node_memory_gib: float | None = None
+    inventory_refresh_s: float = 30.0
+    max_retry_backoff_s: float = 300.0
+    # Refuse (HTTP 400) a job no known node could ever hold, instead of queueing it forever.
+    reject_unplaceable: bool = True
+
+    @property
+    def config_path(self) -> Path:
+        """Where ``llmos up`` writes the admin token and URL for the CLI."""
+        return self.home / "config"
+
+    @property
+    def effective_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
 
     @property
     def sqlite_path(self) -> Path:
