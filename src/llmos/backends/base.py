@@ -22,6 +22,8 @@ class TaskLaunch:
 
     ``device_indices`` are the indices the task may see (``CUDA_VISIBLE_DEVICES``);
     ``log_path`` is the file stdout and stderr go to for this attempt.
+    The controller launches all members of a gang (``gang_size`` > 1) in one go,
+    in ``gang_index`` order.
     """
 
     task_id: str
@@ -36,6 +38,11 @@ class TaskLaunch:
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     log_path: str = ""
+    # Gang membership (task ``gang_index`` of ``gang_size`` of one job attempt). A backend
+    # that can reserve a whole gang atomically (Ray: one placement group) waits until it
+    # has seen every member; others ignore these. The controller fills them for gangs.
+    gang_size: int = 1
+    gang_index: int = 0
 
 
 @dataclass(frozen=True)
