@@ -1,0 +1,1 @@
+"""Serving: the engine (llmos.serving.engine) and the OpenAI-compatible replica server."""

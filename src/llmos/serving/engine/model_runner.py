@@ -1,0 +1,109 @@
+"""Runs one engine step on the device: builds the batch layout, calls the model, returns logits.
+
+Owns the paged KV cache, a single preallocated tensor
+``[2, layers, num_blocks, block_size, kv_heads, head_dim]`` sized from ``kv_cache_gib``.
+Zero-filled on purpose: padded decode slots are masked out, but a masked score is
+``-inf + x`` and an uninitialised NaN would poison the softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llmos.errors import ValidationError
+from llmos.serving.engine.config import ModelConfig
+from llmos.serving.engine.llama import BatchMetadata, LlamaModel, PrefillChunk
+from llmos.serving.engine.lora import LoraManager
+from llmos.serving.engine.scheduler import ScheduledSeq
+from llmos.serving.engine.sequence import Sequence
+
+
+def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    elem = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * elem
+
+
+def num_kv_blocks(cfg: ModelConfig, kv_cache_gib: float, block_size: int, dtype: torch.dtype) -> int:
+    per_block = kv_bytes_per_block(cfg, block_size, dtype)
+    n = int(kv_cache_gib * 2**30) // per_block
+    if n < 1:
+        raise ValidationError(
+            f"kv_cache_gib={kv_cache_gib} holds no block of {block_size} tokens ({per_block} bytes each)"
+        )
+    return n
+
+
+@dataclass
+class StepLogits:
+    """Logits for the sequences that sample (in schedule order) and prompt logits by sequence."""
+
+    sample_seqs: list[Sequence]
+    sample_logits: torch.Tensor  # [S, vocab] float32
+    prompt_logits: dict[int, tuple[int, torch.Tensor]]  # id(seq) -> (first position, [n, vocab])
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int, lora: LoraManager) -> None:
+        cfg = model.cfg
+        self.model = model
+        self.device = model.device
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.lora = lora
+        self.kv_cache = torch.zeros(
+            (2, cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim),
+            dtype=model.dtype, device=model.device,
+        )
+
+    def _tensor(self, data: list[int]) -> torch.Tensor:
+        return torch.tensor(data, dtype=torch.long).to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def run(self, scheduled: list[ScheduledSeq]) -> StepLogits:
+        bs = self.block_size
+        # Decodes first so they form one contiguous, batchable block of rows.
+        decodes = [s for s in scheduled if s.num_new == 1]
+        prefills = [s for s in scheduled if s.num_new > 1]
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        row_loras: list[str | None] = []
+        logit_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        prompt_rows: list[tuple[Sequence, int, int, int]] = []  # seq, first row, n rows, first position
+        chunks: list[PrefillChunk] = []
+        for s in decodes + prefills:
+            seq, start, n = s.seq, s.start, s.num_new
+            row0 = len(input_ids)
+            tokens = seq.all_token_ids
+            table = seq.block_table
+            input_ids.extend(tokens[start : start + n])
+            positions.extend(range(start, start + n))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            row_loras.extend([seq.lora_name] * n)
+            if n > 1:
+                nblocks = -(-(start + n) // bs)
+                chunks.append(PrefillChunk(row0, n, start + n, self._tensor(table[:nblocks])))
+            if seq.wants_prompt_logprobs and start < seq.num_prompt_tokens:
+                prompt_rows.append((seq, row0, n, start))
+            if s.samples:
+                logit_rows.append(row0 + n - 1)
+                sample_seqs.append(seq)
+        meta = BatchMetadata(positions=self._tensor(positions), slot_mapping=self._tensor(slots), prefills=chunks)
+        if decodes:
+            max_blocks = max(-(-(s.start + 1) // bs) for s in decodes)
+            tables = [s.seq.block_table[:max_blocks] + [0] * (max_blocks - len(s.seq.block_table[:max_blocks]))
+                      for s in decodes]
+            ctx = self._tensor([s.start + 1 for s in decodes])
+            meta.num_decode = len(decodes)
+            meta.decode_block_tables = self._tensor([x for t in tables for x in t]).view(len(decodes), max_blocks)
+            arange = torch.arange(max_blocks * bs, device=self.device)
+            meta.decode_mask = (arange[None, :] < ctx[:, None]).view(len(decodes), 1, 1, -1)
+        meta.lora = self.lora.build_batch(row_loras, self.device)
+        hidden = self.model.forward(self._tensor(input_ids), meta, self.kv_cache)
+        sample_logits = self.model.logits(hidden[self._tensor(logit_rows)]) if logit_rows else hidden.new_empty(0)
+        prompt_logits = {id(seq): (pos, self.model.logits(hidden[row0 : row0 + n]))
+                         for seq, row0, n, pos in prompt_rows}
+        return StepLogits(sample_seqs, sample_logits, prompt_logits)
