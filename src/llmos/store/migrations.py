@@ -51,9 +51,16 @@ def _v1_core(conn: Connection) -> None:
     create_tables(conn, *(t.__table__ for t in CORE_TABLES))  # type: ignore[arg-type]
 
 
+def _v2_registry(conn: Connection) -> None:
+    from llmos.store.registry import migrate_registry_v2
+
+    migrate_registry_v2(conn)
+
+
 # The one explicit, ordered list. Append new steps at the end with the next version.
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: tokens, jobs, tasks, events, job_metrics, nodes", _v1_core),
+    Migration(2, "model registry: models, model_versions, model_tags", _v2_registry),
 ]
 
 _meta = MetaData()
