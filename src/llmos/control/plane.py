@@ -69,6 +69,11 @@ class ControlPlane:
         self._thread: threading.Thread | None = None
         self._started = False
 
+    def set_url(self, url: str) -> None:
+        """Where tasks reach the API (known only once the server has bound its port)."""
+        self.url = url
+        self.controller.url = url
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,1 @@
+"""The ``llmos`` command line (Typer + Rich); see :mod:`llmos.cli.app`."""

@@ -1,0 +1,67 @@
+"""The ``llmos`` command line.
+
+Registration convention (for every engineer adding CLI commands)
+----------------------------------------------------------------
+* A feature module exposes ``register(app: typer.Typer) -> None`` that adds
+  its commands (``app.command()(fn)``) or a sub-app
+  (``app.add_typer(sub, name="models")``).
+* It is registered by adding ONE line, its module path, to
+  :data:`FEATURE_COMMANDS` below; there is no discovery.
+* Keep module import light (typer, rich, stdlib): import httpx, torch,
+  transformers... inside the command functions, so ``llmos --help`` stays
+  well under a second.
+* Talk to the control plane through :class:`llmos.client.Client` with the
+  shared ``--url`` / ``--token`` options of :mod:`llmos.cli._common`
+  (``UrlOpt``, ``TokenOpt``, ``client(url, token)``).
+* Raise :class:`llmos.errors.LLMOSError` for user-facing faults: :func:`main`
+  prints ``error: <message>`` and exits 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from llmos.errors import LLMOSError
+
+# The one explicit list of command modules. Add your module here (one line).
+FEATURE_COMMANDS: tuple[str, ...] = (
+    "llmos.cli.up",
+    "llmos.cli.jobs",
+    "llmos.cli.admin",
+)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="llmos",
+        help="llmos: an operating system for LLM workloads.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for module in FEATURE_COMMANDS:
+        importlib.import_module(module).register(app)
+    return app
+
+
+app = build_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app, turning llmos faults into one-line errors."""
+    from llmos.cli._common import err_console
+
+    try:
+        app(args=argv, prog_name="llmos")
+    except LLMOSError as e:
+        err_console.print(f"[red]error:[/] {e.message}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
