@@ -23,6 +23,10 @@ def up(
     host: Annotated[str | None, typer.Option("--host", help="address to bind (default 127.0.0.1, env LLMOS_HOST)")] = None,
     port: Annotated[int | None, typer.Option("--port", help="port (default 8000, env LLMOS_PORT; 0 = any free)")] = None,
     home: Annotated[Path | None, typer.Option("--home", help="state directory (default ~/.llmos, env LLMOS_HOME)")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="local | ray (default local, env LLMOS_BACKEND)")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster to join: HOST:PORT or auto (env LLMOS_RAY_ADDRESS; "
+        "default $RAY_ADDRESS, else a private local Ray)")] = None,
 ) -> None:
     """Start the control plane (API + scheduler loop + local backend) in the foreground."""
     from llmos.api.app import create_app
@@ -39,6 +43,10 @@ def up(
         overrides["port"] = port
     if home is not None:
         overrides["home"] = home
+    if backend is not None:
+        overrides["backend"] = backend
+    if ray_address is not None:
+        overrides["ray_address"] = ray_address
     settings = Settings(**overrides)  # type: ignore[arg-type]
     plane = ControlPlane(settings)
     app = create_app(plane)
