@@ -52,12 +52,16 @@ app = build_app()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app, turning llmos faults into one-line errors."""
+    from rich.markup import escape
+
     from llmos.cli._common import err_console
 
     try:
         app(args=argv, prog_name="llmos")
     except LLMOSError as e:
-        err_console.print(f"[red]error:[/] {e.message}", soft_wrap=True)
+        # escape: messages quote user input and hints like `pip install 'llmos[ray]'`,
+        # whose brackets rich would otherwise eat as markup.
+        err_console.print(f"[red]error:[/] {escape(e.message)}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
