@@ -20,6 +20,8 @@ from llmos.errors import ValidationError
 
 NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$"
 MODEL_REF_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,127}(:[a-zA-Z0-9._-]{1,63})?$"
+# A serve job also accepts an absolute local path (a model directory on the node).
+SERVE_MODEL_PATTERN = r"^(/[^\x00\n]{1,4095}|[a-zA-Z0-9][a-zA-Z0-9._/-]{0,127}(:[a-zA-Z0-9._-]{1,63})?)$"
 
 
 class _Strict(BaseModel):
@@ -156,11 +158,15 @@ class BatchSpec(JobSpecBase):
 
 
 class ServeSpec(JobSpecBase):
-    """A deployment: replicas of a model server, optionally with adapters."""
+    """A deployment: replicas of a model server, optionally with adapters.
+
+    ``model`` and each adapter are registry references (``name[:version]``) or
+    absolute paths of local model directories (one machine, tests).
+    """
 
     kind: Literal["serve"] = "serve"
-    model: str = Field(pattern=MODEL_REF_PATTERN)
-    adapters: list[str] = Field(default_factory=list)
+    model: str = Field(pattern=SERVE_MODEL_PATTERN)
+    adapters: list[Annotated[str, Field(pattern=SERVE_MODEL_PATTERN)]] = Field(default_factory=list)
     replicas: int = Field(1, ge=1, le=1024)
     max_num_seqs: int = Field(64, ge=1)
     kv_cache_gib: float = Field(0.5, gt=0)
