@@ -31,6 +31,7 @@ FEATURE_COMMANDS: tuple[str, ...] = (
     "llmos.cli.up",
     "llmos.cli.jobs",
     "llmos.cli.admin",
+    "llmos.cli.serve",
 )
 
 

@@ -5,8 +5,8 @@ the replica loads and pins its model (adapters attached), binds a free port
 on ``LLMOS_SERVE_HOST`` (default 127.0.0.1), and only then reports its
 endpoint ``host:port`` to the control plane through :class:`TaskReporter`, so
 the gateway never routes to a replica that cannot answer yet. It heartbeats
-while serving and exits 0 on SIGTERM or when the control plane asks it to
-stop; a model that cannot be resolved or loaded is declared with
+while serving; it exits 0 when the control plane asks it to stop and 143 on
+a signal (see :mod:`llmos.control.deployments` for why); a model that cannot be resolved or loaded is declared with
 ``reporter.fail`` and exits 1.
 
 Model references: an existing directory is used as it is; anything else is a
@@ -93,8 +93,11 @@ def run(spec: ServeSpec, reporter: TaskReporter, *, home: str | Path | None, hos
         while not stop.wait(1.0):
             # Heartbeat replies carry the control plane's stop requests.
             if reporter.stop_requested:
-                break
-        return 0
+                return 0
+        # Stopped by a signal. The controller maps a stop it ordered to CANCELLED or
+        # PREEMPTED whatever the exit code; any other kill must count as a failure so
+        # the deployment's retry brings the replica back.
+        return 0 if reporter.stop_requested else 143
     finally:
         server.stop()
         reporter.close()

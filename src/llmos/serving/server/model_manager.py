@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from llmos.errors import NotFound, ResourceExhausted, ValidationError
+from llmos.errors import LLMOSError, NotFound, ResourceExhausted, ValidationError
 from llmos.serving.server.embeddings import EmbeddingModel, is_embedding_model_dir
 from llmos.serving.server.engine_loop import EngineLoop
 
@@ -183,6 +183,31 @@ class ModelManager:
         raise ModelNotFound(f"The model `{name}` does not exist. Known models: {', '.join(known) or 'none'}")
 
     # loading ---------------------------------------------------------------
+    def preload(self, name: str, *, pinned: bool = False) -> LoadedModel:
+        """Load ``name`` synchronously, before the app serves (CLI and worker start-up).
+
+        Not for use while the app runs: it bypasses the async lock. Any loading
+        fault is raised as :class:`ValidationError` with the cause in its message.
+        """
+        spec = self._specs.get(name)
+        if spec is None:
+            raise ModelNotFound(f"The model `{name}` does not exist.")
+        if pinned:
+            spec = self._specs[name] = replace(spec, pinned=True)
+        if name in self._loaded:
+            return self._loaded[name]
+        budget = self.config.memory_budget_gib
+        if budget is not None and self._used_gib() + spec.estimated_memory_gib() > budget:
+            raise ResourceExhausted(f"model {name} does not fit the replica's {budget:.2f} GiB budget")
+        try:
+            model = _load(spec)
+        except LLMOSError:
+            raise
+        except Exception as e:
+            raise ValidationError(f"cannot load model {name} from {spec.path}: {type(e).__name__}: {e}") from e
+        self._loaded[name] = model
+        return model
+
     @contextlib.asynccontextmanager
     async def use(self, name: str) -> AsyncIterator[LoadedModel]:
         """Hold a base model loaded (not evictable) for the duration of a request."""
