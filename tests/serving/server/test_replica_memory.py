@@ -66,7 +66,7 @@ def test_model_too_big_for_budget_and_bad_specs(tiny_dir: Path, tmp_path: Path) 
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.RateLimitError, match="budget"):
             _ask(client, "a")
-    with pytest.raises(ValidationError, match="no config.json"):
+    with pytest.raises(ValidationError, match=r"no config\.json"):
         ModelSpec("x", tmp_path)
     with pytest.raises(ValidationError, match="already in use"):
         manager.register(ModelSpec("a", tiny_dir))
