@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from llmos.core.devices import Node
 from llmos.core.jobs import Resources
+from llmos.core.memory import request_for_spec
 from llmos.scheduler import ClusterSnapshot, PendingJob, RunningTask
 from llmos.store.tables import JobRow, TaskRow
 
@@ -27,7 +28,8 @@ def workload_of(spec: dict[str, Any]) -> str | None:
 
 def pending_job(job: JobRow) -> PendingJob:
     spec = job.spec
-    req = Resources.model_validate(spec.get("resources") or {}).to_request()
+    # The memory model's estimate (filled at submit) raises the memory floor the fit filter checks.
+    req = request_for_spec(spec, Resources.model_validate(spec.get("resources") or {}).to_request())
     return PendingJob(
         **_known(
             PendingJob,

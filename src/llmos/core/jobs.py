@@ -77,6 +77,9 @@ class JobSpecBase(_Strict):
     retry_backoff_s: float = Field(1.0, ge=0, le=3600)
     env: dict[str, str] = Field(default_factory=dict)
     estimated_duration_s: float | None = Field(None, gt=0, description="the user's own estimate")
+    estimated_memory_gib: float | None = Field(
+        None, ge=0, description="memory one task needs; filled at submit by the memory model when absent"
+    )
 
     @property
     def num_tasks(self) -> int:
