@@ -40,6 +40,7 @@ FEATURE_ROUTERS: tuple[str, ...] = (
     "llmos.api.routers.tokens",
     "llmos.api.routers.tasks",
     "llmos.api.routers.metrics",
+    "llmos.api.routers.registry",
     "llmos.api.openai",
 )
 

@@ -32,6 +32,7 @@ FEATURE_COMMANDS: tuple[str, ...] = (
     "llmos.cli.jobs",
     "llmos.cli.admin",
     "llmos.cli.serve",
+    "llmos.cli.models",
 )
 
 

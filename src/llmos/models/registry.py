@@ -170,6 +170,17 @@ class ModelRegistry:
             tags = {n: repo.tags_of(s, n) for n in {r.model_name for r in rows}}
             return [self._to_version(r, tags[r.model_name]) for r in rows]
 
+    def find_by_job(self, name: str, job_id: str) -> ModelVersion | None:
+        """The version of ``name`` a job already registered (lets a retried task skip re-registering)."""
+        for v in reversed(self.versions(name) if self._exists(name) else []):
+            if v.job_id == job_id:
+                return v
+        return None
+
+    def _exists(self, name: str) -> bool:
+        with self.store.session() as s:
+            return repo.get_model(s, name) is not None
+
     def manifest(self, version: ModelVersion) -> Manifest:
         return Manifest.from_dict(version.manifest)
 

@@ -31,8 +31,9 @@ def corpus_samples(seq_len: int, n_docs: int, split: datasets.Split = "train", s
     """Pretraining blocks of ``seq_len`` tokens cut from the concatenated corpus."""
     tok = load_tokenizer()
     ids: list[int] = []
-    for doc in datasets.corpus_documents(n_docs, split, seed):
-        ids.extend(tok(doc + EOS_TOKEN)["input_ids"])
+    docs = [d + EOS_TOKEN for d in datasets.corpus_documents(n_docs, split, seed)]
+    for row in tok(docs)["input_ids"]:
+        ids.extend(row)
     blocks = [tuple(ids[i : i + seq_len]) for i in range(0, len(ids) - seq_len + 1, seq_len)]
     if not blocks:
         raise ValidationError(f"corpus too small for seq_len={seq_len}")

@@ -84,6 +84,8 @@ class TrainResult:
     tokens: int
     elapsed_s: float
 
+    stopped_early: bool = False
+
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -144,6 +146,7 @@ class Trainer:
         on_step: Callable[[StepReport], None] | None = None,
         on_checkpoint: Callable[[int, Path], None] | None = None,
         stop_after_steps: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self.stream = stream
@@ -152,6 +155,8 @@ class Trainer:
         self.on_step = on_step
         self.on_checkpoint = on_checkpoint
         self.stop_after_steps = stop_after_steps
+        self.should_stop = should_stop
+        self.stopped_early = False
         self.rank, self.world = init_distributed()
         self.device = pick_device()
         torch.manual_seed(cfg.seed)
@@ -235,10 +240,13 @@ class Trainer:
             self.scheduler.step()
             samples_seen += global_batch * cfg.grad_accum
             step += 1
+            stopping = self.should_stop is not None and self.should_stop()
             if self.world > 1:
-                stats = torch.tensor([float(step_loss), float(step_tokens)], device=self.device)
+                # One collective carries loss, tokens and the stop vote, so every rank stops together.
+                stats = torch.tensor([float(step_loss), float(step_tokens), float(stopping)], device=self.device)
                 dist.all_reduce(stats)
                 loss_value, step_tokens = stats[0].item() / self.world, int(stats[1].item())
+                stopping = stats[2].item() > 0
             else:
                 loss_value = float(step_loss)
             if not math.isfinite(loss_value):
@@ -248,17 +256,31 @@ class Trainer:
             dt = time.perf_counter() - t0
             if self.on_step is not None and self.rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
                 self.on_step(StepReport(step, cfg.steps, loss_value, lr, step_tokens / dt if dt else 0.0, samples_seen))
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
                 self._checkpoint(step, samples_seen)
+            if stopping and step < cfg.steps:
+                # Asked to stop (preemption, SIGTERM): the checkpoint above makes it lossless.
+                self.stopped_early = True
+                break
         self.model.eval()
         return TrainResult(
             self.model, loss_value, losses, start_step, step - start_step, tokens_total,
-            time.perf_counter() - t_start,
+            time.perf_counter() - t_start, self.stopped_early,
         )
 
 
-def save_trained(model: torch.nn.Module, out_dir: Path, *, base_ref: str | None = None) -> Path:
-    """Write the result: a PEFT adapter directory for LoRA, a full HF directory otherwise."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                   "generation_config.json")
+
+
+def save_trained(
+    model: torch.nn.Module, out_dir: Path, *, base_ref: str | None = None, base_dir: Path | None = None
+) -> Path:
+    """Write the result: a PEFT adapter directory for LoRA, a full HF directory otherwise.
+
+    A full model keeps the tokenizer of ``base_dir`` when given (imported
+    models bring their own), else gets the llmos tokenizer.
+    """
     from llmos.models.family import save_model_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,4 +289,10 @@ def save_trained(model: torch.nn.Module, out_dir: Path, *, base_ref: str | None 
             model.peft_config["default"].base_model_name_or_path = base_ref
         model.save_pretrained(str(out_dir), safe_serialization=True)
         return out_dir
-    return save_model_dir(model, out_dir)  # type: ignore[arg-type]
+    if base_dir is None:
+        return save_model_dir(model, out_dir)  # type: ignore[arg-type]
+    model.save_pretrained(str(out_dir), safe_serialization=True)  # type: ignore[operator]
+    for name in TOKENIZER_FILES:
+        if (base_dir / name).is_file():
+            (out_dir / name).write_bytes((base_dir / name).read_bytes())
+    return out_dir
