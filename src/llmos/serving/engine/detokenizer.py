@@ -47,6 +47,14 @@ class IncrementalDetokenizer:
             self._read_offset = len(self._ids)
             self._append_text(new)
 
+    def flush(self) -> None:
+        """At the end of a request, keep a trailing incomplete character (as U+FFFD) too."""
+        prefix = self._tok.decode(self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
+        full = self._tok.decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
+        if len(full) > len(prefix):
+            self._append_text(full[len(prefix) :])
+            self._prefix_offset = self._read_offset = len(self._ids)
+
     def _append_text(self, new: str) -> None:
         self._last_added = len(new)
         self.text += new

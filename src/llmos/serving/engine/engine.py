@@ -247,8 +247,11 @@ class LLMEngine:
             seq.detokenizer.append(tok)
             if may_stop and seq.detokenizer.find_stop():
                 self._finish(seq, FinishReason.STOP)
+                return
         if not seq.is_finished and (n_out >= p.max_tokens or len(seq) >= self.max_model_len):
             self._finish(seq, FinishReason.LENGTH)
+        if seq.is_finished:
+            seq.detokenizer.flush()
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         seq.status = SequenceStatus.FINISHED
