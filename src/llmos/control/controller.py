@@ -154,11 +154,12 @@ class JobController:
                 return
             final = status.state
             reason = task.stop_reason
-            if final != TaskState.SUCCEEDED:
-                if reason in (STOP_CANCEL, STOP_GANG):
-                    final = TaskState.CANCELLED
-                elif reason in _REQUEUE:
-                    final = TaskState.PREEMPTED
+            # Once stopped by the controller, the reason decides, whatever the exit code: a
+            # runtime that checkpoints on SIGTERM and exits 0 has not finished its work.
+            if reason in (STOP_CANCEL, STOP_GANG):
+                final = TaskState.CANCELLED
+            elif reason in _REQUEUE:
+                final = TaskState.PREEMPTED
             message = status.message
             if final in (TaskState.FAILED, TaskState.LOST):
                 declared = task.error_reason or self._declared_error(task.id)

@@ -191,9 +191,10 @@ def _stream(plane: Plane, job_id: str, task_index: int, path: Path | None, follo
             return
         done, new_path = _task_done(plane, job_id, task_index)
         if new_path != path and new_path is not None:
-            # A retry started a new attempt: continue with its log.
+            if path is not None:
+                # A retry started a new attempt: continue with its log.
+                yield f"\n--- {new_path.name} ---\n".encode()
             path, pos = new_path, 0
-            yield f"\n--- {path.name} ---\n".encode()
             continue
         if done:
             if path is not None and path.exists() and path.stat().st_size > pos:
