@@ -46,3 +46,35 @@ def hf_greedy(model_dir: Path, prompt_ids: list[int], max_new_tokens: int,
             do_sample=False, pad_token_id=0,
         )
     return list(out[0, len(prompt_ids):].tolist())
+
+
+def make_loras(base_dir: Path, root: Path, count: int, r: int = 4,
+               targets: tuple[str, ...] = ("q_proj", "v_proj"), use_rslora: bool = False) -> list[Path]:
+    """``count`` PEFT adapters for ``base_dir`` sharing one config, each with its own random A and B."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), lora_dropout=0.0, use_rslora=use_rslora)
+    model = get_peft_model(base, cfg)
+    paths = []
+    for i in range(count):
+        gen = torch.Generator().manual_seed(1000 + i)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        out = root / f"adapter-{i}"
+        model.save_pretrained(str(out))
+        paths.append(out)
+    return paths
+
+
+def peft_merged_greedy(base_dir: Path, adapter_dir: Path, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """Reference: peft's merged model (W + s * B @ A folded into the base) under transformers' greedy."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
+    return hf_greedy(base_dir, prompt_ids, max_new_tokens, merged)
