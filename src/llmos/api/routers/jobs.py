@@ -19,8 +19,10 @@ from llmos.api.deps import Plane, Reader, Writer
 from llmos.api.schemas import EventPublic, JobList, JobPublic, MetricPublic
 from llmos.control.admission import unplaceable_reason
 from llmos.core.jobs import JobSpecBase, parse_job_spec, parse_job_text, spec_to_dict
+from llmos.core.memory import request_for_spec
 from llmos.core.states import JobState, TaskState
 from llmos.errors import Conflict, LLMOSError, NotFound, ValidationError
+from llmos.models.admission import admit_in
 from llmos.store import jobs as repo
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -59,8 +61,11 @@ def _parse_body(body: bytes, content_type: str) -> JobSpecBase:
 async def create_job(request: Request, plane: Plane, who: Writer) -> JobPublic:
     """Submit a job: the body is a spec in JSON (``application/json``) or YAML (anything else)."""
     spec = _parse_body(await request.body(), request.headers.get("content-type", ""))
+    # Model jobs: unknown models, bad data, adapters for another base fail here, before any device is held.
+    spec = admit_in(spec, plane.store, plane.settings.home)
     if plane.settings.reject_unplaceable:
-        why = unplaceable_reason(plane.controller.known_nodes, spec.resources.to_request(), spec.num_tasks)
+        req = request_for_spec(spec_to_dict(spec), spec.resources.to_request())
+        why = unplaceable_reason(plane.controller.known_nodes, req, spec.num_tasks)
         if why:
             raise ValidationError(f"resources impossible on this cluster: {why}")
     with plane.store.session() as s:
