@@ -33,6 +33,7 @@ FEATURE_COMMANDS: tuple[str, ...] = (
     "llmos.cli.admin",
     "llmos.cli.serve",
     "llmos.cli.models",
+    "llmos.cli.sim",
 )
 
 

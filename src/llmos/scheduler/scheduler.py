@@ -1,81 +1,306 @@
-"""The ``Scheduler`` entry point shared by the control plane and the simulator."""
+"""The ``Scheduler`` entry point shared by the control plane and the simulator.
+
+One call, one cycle (see :mod:`llmos.scheduler.framework` for the extension
+points)::
+
+    order jobs ─► per job: filters per type ─► scores rank types ─► gang placement
+                          │ (nothing fits)
+                          └─► preemption plug-ins name victims ─► cheapest victims chosen
+
+A gang is placed whole or not at all, on one device type, packed on as few
+nodes as possible. A job that must wait gets one sentence in
+``plan.pending_reasons`` built from the filters' reasons.
+"""
 
 from __future__ import annotations
 
-from llmos.core.resources import ResourceRequest
-from llmos.scheduler.plan import Placement, Plan, TaskPlacement
-from llmos.scheduler.snapshot import ClusterSnapshot, NodeFree, PendingJob, free_capacity
+import heapq
+from collections.abc import Iterator, Sequence
+
+from llmos.scheduler.capacity import NO_DEVICE, Capacity, GangRequest, NodeCheck, NodeState
+from llmos.scheduler.framework import Code, CycleContext, JobView, Status, pending_sentence
+from llmos.scheduler.plan import Placement, Plan, Preemption
+from llmos.scheduler.registry import Plugins, Profile, build_plugins, get_profile
+from llmos.scheduler.snapshot import ClusterSnapshot, RunningTask
+from llmos.scheduler.throughput import CATALOG_MODEL
 
 
 class Scheduler:
-    """Priority-then-FIFO placement with all-or-nothing gangs.
+    """Builds a :class:`Plan` from a :class:`ClusterSnapshot` under one profile.
 
-    ``schedule`` is pure: it reads the snapshot and returns a plan; it keeps
-    no state between calls and is safe to call from any thread.
+    ``schedule`` reads only the snapshot (no job's true remaining work is in
+    it) and returns a plan; it keeps no state between calls that affects the
+    result. One instance must not run two ``schedule`` calls at once (plug-ins
+    keep per-cycle scratch state); the control plane's single loop and the
+    simulator call it sequentially.
     """
 
-    name = "priority-fifo"
+    def __init__(self, profile: Profile | None = None) -> None:
+        self.profile = profile or get_profile("default")
+        self.plugins: Plugins = build_plugins(self.profile)
+        # The job and type the node filters are asked about (set before each placement).
+        self._check_job: list[JobView] = []
+        self._check_type: list[str] = [""]
 
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    # -- the cycle -----------------------------------------------------------
     def schedule(self, snapshot: ClusterSnapshot, now: float) -> Plan:
-        free = free_capacity(snapshot)
+        ctx = _context(snapshot, now)
+        pl = self.plugins
+        jobs = [JobView.of_pending(p) for p in snapshot.pending]
+        order_key = pl.order.key
+
+        def rank(j: JobView) -> tuple[tuple[float, ...], float, str]:
+            return (order_key(j, ctx), j.submitted_at, j.job_id)
+
+        jobs.sort(key=rank)
+        for s, _w in pl.scores:
+            s.prepare(jobs, ctx)
+        node_check = self._node_check(ctx)
         placements: list[Placement] = []
+        preemptions: list[Preemption] = []
         reasons: dict[str, str] = {}
-        queue = sorted(snapshot.pending, key=lambda j: (-j.priority, j.submitted_at, j.job_id))
-        for job in queue:
-            tasks, why = _place_gang(job, free)
-            if tasks is None:
-                reasons[job.job_id] = why
+        victims_taken: set[str] = set()
+        blocked_by: str | None = None
+        budget = self.profile.max_preemptions_per_cycle
+        for job in self._iterate(jobs, ctx):
+            if blocked_by is not None:
+                reasons[job.job_id] = (
+                    f"Pending: waiting behind {blocked_by}, which is first in line "
+                    f"(profile {self.name} runs jobs strictly in order)."
+                )
                 continue
-            placements.append(Placement(job.job_id, tuple(tasks)))
-        return Plan(placements=tuple(placements), pending_reasons=reasons)
+            placed, why, final = self._try_place(job, ctx, node_check)
+            if placed is not None:
+                placements.append(placed)
+                continue
+            if not final and pl.preemption and budget > 0:
+                chosen = self._choose_victims(job, ctx, victims_taken, node_check)
+                if chosen:
+                    budget -= 1
+                    for v, reason in chosen:
+                        victims_taken.add(v.job_id)
+                        for t in v.tasks:
+                            preemptions.append(Preemption(t.task_id, v.job_id, reason, self.profile.grace_s))
+                    reasons[job.job_id] = (
+                        f"Pending: stopping {len(chosen)} job(s) to make room "
+                        f"({', '.join(v.job_id for v, _ in chosen)}); they get "
+                        f"{self.profile.grace_s:g} s to checkpoint."
+                    )
+                    if not self.profile.backfill:
+                        blocked_by = job.job_id
+                    continue
+            reasons[job.job_id] = pending_sentence(why)
+            if not self.profile.backfill:
+                blocked_by = job.job_id
+        if pl.migration and budget > 0:
+            preemptions.extend(self._migrations(ctx, victims_taken, budget))
+        return Plan(placements=tuple(placements), preemptions=tuple(preemptions), pending_reasons=reasons)
+
+    def _iterate(self, jobs: list[JobView], ctx: CycleContext) -> Iterator[JobView]:
+        order = self.plugins.order
+        if not getattr(order, "dynamic", False):
+            yield from jobs
+            return
+        # Keys only grow as the cycle places jobs (shares rise): a lazy heap re-keys on pop.
+        heap = [(order.key(j, ctx), j.submitted_at, j.job_id, i) for i, j in enumerate(jobs)]
+        heapq.heapify(heap)
+        while heap:
+            k, sub, jid, i = heapq.heappop(heap)
+            fresh = order.key(jobs[i], ctx)
+            if fresh > k:
+                heapq.heappush(heap, (fresh, sub, jid, i))
+                continue
+            yield jobs[i]
+
+    def _node_check(self, ctx: CycleContext) -> NodeCheck | None:
+        nfs = self.plugins.node_filters
+        if not nfs:
+            return None
+        job_holder = self._check_job
+        type_holder = self._check_type
+
+        def check(st: NodeState) -> str | None:
+            for nf in nfs:
+                status = nf.filter_node(job_holder[0], st, type_holder[0], ctx)
+                if not status.ok:
+                    return "; ".join(status.reasons) or f"node {st.node.id} rejected by {nf.name}"
+            return None
+
+        return check
+
+    def _ranked_types(self, job: JobView, ctx: CycleContext) -> tuple[list[str], list[Status]]:
+        """Types that pass every filter, best score first, and the failures."""
+        ok: list[tuple[float, str]] = []
+        failed: list[Status] = []
+        for t in ctx.allowed_types(job):
+            bad = next((st for f in self.plugins.filters if not (st := f.filter(job, t, ctx)).ok), None)
+            if bad is not None:
+                failed.append(bad)
+                continue
+            score = sum(w * s.score(job, t, ctx) for s, w in self.plugins.scores)
+            ok.append((-score, t))
+        ok.sort()
+        return [t for _, t in ok], failed
+
+    def _try_place(self, job: JobView, ctx: CycleContext, node_check: NodeCheck | None,
+                   ) -> tuple[Placement | None, list[str], bool]:
+        """Place the whole gang or explain why not; ``final``: preemption cannot help."""
+        allowed = ctx.allowed_types(job)
+        if not allowed:
+            wanted = ", ".join(job.request.device_types) or "any"
+            have = ", ".join(ctx.device_types) or "none"
+            return None, [f"no live node has a device of an allowed type (wanted {wanted}; cluster has {have})"], True
+        types, failed = self._ranked_types(job, ctx)
+        why = [r for st in failed for r in st.reasons]
+        final = not types and all(st.code is Code.UNSCHEDULABLE for st in failed)
+        req = _gang(job)
+        if node_check is not None:
+            self._check_job[:] = [job]
+        for t in types:
+            if node_check is not None:
+                self._check_type[0] = t
+            tasks, fail = ctx.capacity.place_gang(t, req, node_check)
+            if tasks is not None:
+                ctx.charge(job, t)
+                return Placement(job.job_id, tuple(tasks)), [], False
+            why.extend(fail)
+        return None, why, final
+
+    def _choose_victims(self, job: JobView, ctx: CycleContext, taken: set[str], node_check: NodeCheck | None,
+                        ) -> list[tuple[JobView, str]]:
+        """Cheapest set of eligible victims after which ``job`` fits, or []."""
+        eligible: dict[str, str] = {}
+        running = [r for r in ctx.running.values() if r.job_id not in taken and r.preemptible]
+        if not running:
+            return []
+        for p in self.plugins.preemption:
+            for jid, why in p.victims(job, running, ctx).items():
+                eligible.setdefault(jid, why)
+        if not eligible:
+            return []
+        types = set(ctx.allowed_types(job))
+        cands = [ctx.running[j] for j in eligible if ctx.running[j].device_type in types
+                 or (job.request.devices == 0)]
+        # Least work lost since the last checkpoint first; then the lowest-ranked.
+        order = self.plugins.order
+        cands.sort(key=lambda v: (v.lost_work_s(ctx.now), tuple(-x for x in order.key(v, ctx)), v.job_id))
+        cap = ctx.capacity
+        req = _gang(job)
+        if node_check is not None:
+            self._check_job[:] = [job]
+        chosen: list[JobView] = []
+        cap.begin()
+        fits = False
+        try:
+            for v in cands:
+                chosen.append(v)
+                for t in v.tasks:
+                    cap.release(t.node_id, t.device_ids, t.cpus, t.memory_gib)
+                if self._fits_somewhere(job, req, ctx, node_check):
+                    fits = True
+                    break
+        finally:
+            cap.rollback()
+        if not fits:
+            return []
+        # Drop victims that turned out unnecessary (most expensive first).
+        for v in sorted(chosen, key=lambda v: -v.lost_work_s(ctx.now)):
+            rest = [c for c in chosen if c is not v]
+            cap.begin()
+            try:
+                for c in rest:
+                    for t in c.tasks:
+                        cap.release(t.node_id, t.device_ids, t.cpus, t.memory_gib)
+                ok = self._fits_somewhere(job, req, ctx, node_check)
+            finally:
+                cap.rollback()
+            if ok:
+                chosen = rest
+        for v in chosen:
+            ctx.charge(v, v.device_type or NO_DEVICE, -1)
+        return [(v, eligible[v.job_id]) for v in chosen]
+
+    def _migrations(self, ctx: CycleContext, taken: set[str], budget: int) -> list[Preemption]:
+        """Stop running jobs that a migration plug-in moves to a faster free type.
+
+        The target devices are reserved in this cycle's capacity so two moves
+        never count on the same devices.
+        """
+        running = [r for r in ctx.running.values() if r.job_id not in taken]
+        out: list[Preemption] = []
+        for m in self.plugins.migration:
+            for jid, (target, why) in m.moves(running, ctx).items():
+                if budget <= 0 or jid in taken:
+                    break
+                v = ctx.running[jid]
+                tasks, _ = ctx.capacity.place_gang(target, _gang(v), None)
+                if tasks is None:
+                    continue
+                taken.add(jid)
+                budget -= 1
+                out.extend(Preemption(t.task_id, jid, why, self.profile.grace_s) for t in v.tasks)
+        return out
+
+    def _fits_somewhere(self, job: JobView, req: GangRequest, ctx: CycleContext, node_check: NodeCheck | None) -> bool:
+        types, _ = self._ranked_types(job, ctx)
+        for t in types:
+            if node_check is not None:
+                self._check_type[0] = t
+            tasks, _why = ctx.capacity.place_gang(t, req, node_check)
+            if tasks is not None:
+                return True  # the caller's rollback undoes the trial placement
+        return False
 
 
-def _fit_reason(req: ResourceRequest, f: NodeFree) -> str | None:
-    if f.cpus < req.cpus:
-        return f"node {f.node.id}: {f.cpus:g} CPUs free, {req.cpus:g} needed"
-    if f.memory_gib < req.memory_gib:
-        return f"node {f.node.id}: {f.memory_gib:g} GiB RAM free, {req.memory_gib:g} needed"
-    usable = _usable_devices(req, f)
-    if len(usable) < req.devices:
-        return f"node {f.node.id}: {len(usable)} suitable devices free, {req.devices} needed"
-    return None
+def _gang(job: JobView) -> GangRequest:
+    r = job.request
+    return GangRequest(job.num_tasks, r.devices, r.cpus, r.memory_gib, r.min_device_memory_gib)
 
 
-def _usable_devices(req: ResourceRequest, f: NodeFree) -> list[str]:
-    by_id = {d.id: d for d in f.node.devices}
-    return [
-        i
-        for i in f.free_device_ids
-        if req.allows(by_id[i].type) and by_id[i].memory_gib >= req.min_device_memory_gib
-    ]
+def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
+    cap = Capacity(snapshot.nodes)
+    by_job: dict[str, list[RunningTask]] = {}
+    for t in snapshot.running:
+        by_job.setdefault(t.job_id, []).append(t)
+        cap.hold(t.node_id, t.device_ids, t.cpus, t.memory_gib)
+    node_types = {n.id: {d.id: d.type for d in n.devices} for n in snapshot.nodes}
+    running: dict[str, JobView] = {}
+    usage: dict[str, dict[str, int]] = {}
+    cpu_mem: dict[str, tuple[float, float]] = {}
+    for jid, tasks in by_job.items():
+        types = node_types.get(tasks[0].node_id, {})
+        dtype = types.get(tasks[0].device_ids[0]) if tasks[0].device_ids else None
+        view = JobView.of_running(_sorted_tasks(tasks), dtype)
+        running[jid] = view
+        for t in tasks:
+            tt = node_types.get(t.node_id, {})
+            for d in t.device_ids:
+                if d in tt:
+                    u = usage.setdefault(t.tenant, {})
+                    u[tt[d]] = u.get(tt[d], 0) + 1
+            c, m = cpu_mem.get(t.tenant, (0.0, 0.0))
+            cpu_mem[t.tenant] = (c + t.cpus, m + t.memory_gib)
+    alive = [n for n in snapshot.nodes if n.alive]
+    return CycleContext(
+        snapshot=snapshot, now=now, capacity=cap,
+        throughput=snapshot.throughput or CATALOG_MODEL,
+        running=running, usage=usage, cpu_mem_usage=cpu_mem, tenants=snapshot.tenants,
+        total_cpus=sum(n.cpus for n in alive), total_memory_gib=sum(n.memory_gib for n in alive),
+    )
 
 
-def _place_gang(job: PendingJob, free: dict[str, NodeFree]) -> tuple[list[TaskPlacement] | None, str]:
-    """Place every task or none; packs tasks on the fewest nodes it can."""
-    req = job.request
-    trial = {k: NodeFree(v.node, list(v.free_device_ids), v.cpus, v.memory_gib) for k, v in free.items()}
-    tasks: list[TaskPlacement] = []
-    last_reason = "no live nodes"
-    for i in range(job.num_tasks):
-        # Prefer the node with the least room that still fits (packing).
-        best: NodeFree | None = None
-        for f in sorted(trial.values(), key=lambda x: (len(x.free_device_ids), x.cpus, x.node.id)):
-            why = _fit_reason(req, f)
-            if why is None:
-                best = f
-                break
-            last_reason = why
-        if best is None:
-            return None, f"waiting for resources for task {i} of {job.num_tasks}: {last_reason}"
-        devs = _usable_devices(req, best)[: req.devices]
-        best.free_device_ids = [d for d in best.free_device_ids if d not in devs]
-        best.cpus -= req.cpus
-        best.memory_gib -= req.memory_gib
-        tasks.append(TaskPlacement(i, best.node.id, tuple(devs), req.cpus, req.memory_gib))
-    free.update(trial)
-    return tasks, ""
+def _sorted_tasks(tasks: Sequence[RunningTask]) -> list[RunningTask]:
+    return sorted(tasks, key=lambda t: t.task_id)
 
 
 def make_scheduler(profile: str = "default") -> Scheduler:
-    """Build the scheduler for a named profile."""
-    return Scheduler()
+    """Build the scheduler for a named profile (``default``: the measured best).
+
+    Raises :class:`llmos.errors.ValidationError` naming the known profiles
+    when ``profile`` is unknown.
+    """
+    return Scheduler(get_profile(profile))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from llmos.core.devices import Node
 from llmos.core.resources import ResourceRequest
+from llmos.scheduler.throughput import ThroughputModel
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class RunningTask:
     started_at: float = 0.0
     last_checkpoint_at: float | None = None
     workload: str | None = None
+    # Added for the policies (all defaulted so older callers keep working):
+    # what a live system observes, never the job's true remaining work.
+    submitted_at: float = 0.0
+    attained_service_s: float = 0.0  # wall seconds this job has run, this attempt and earlier ones
+    observed_throughput: float | None = None  # work units/s the job reports (steps/s)
+    num_tasks: int = 1  # size of the job's gang (all its tasks run together)
+    estimated_duration_s: float | None = None  # the user's own estimate, if any
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class ClusterSnapshot:
     running: tuple[RunningTask, ...] = ()
     pending: tuple[PendingJob, ...] = ()
     tenants: Mapping[str, TenantPolicy] = field(default_factory=dict)
+    # Expected throughput of each workload on each device type; ``None``: the
+    # scheduler falls back to relative peak FLOPS from the device catalog.
+    throughput: ThroughputModel | None = None
 
 
 @dataclass

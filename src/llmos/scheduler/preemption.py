@@ -1,0 +1,117 @@
+"""Preemption plug-ins: which running jobs may be stopped for a waiting one.
+
+Each names *eligible* victims with a reason; the scheduler then picks, among
+all eligible ones, those that lose the least work since their last checkpoint
+until the waiting job fits, and gives each a grace period to checkpoint.
+Only preemptible jobs are ever victims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from llmos.scheduler.framework import CycleContext, JobView, QueueOrder
+
+
+@dataclass
+class PriorityPreemption:
+    """A job may stop preemptible jobs of a strictly lower priority class."""
+
+    name: str = "priority"
+
+    def victims(self, job: JobView, running: Iterable[JobView], ctx: CycleContext) -> dict[str, str]:
+        return {
+            r.job_id: f"preempted for higher-priority job {job.job_id} (priority {job.priority} > {r.priority})"
+            for r in running
+            if r.preemptible and r.priority < job.priority
+        }
+
+
+@dataclass
+class QuotaReclaim:
+    """An owner within its guarantee takes back devices other tenants borrowed.
+
+    Victims are preemptible jobs of tenants using more of that device type
+    than their own guarantee, on the types the waiting job may use.
+    """
+
+    name: str = "quota-reclaim"
+
+    def victims(self, job: JobView, running: Iterable[JobView], ctx: CycleContext) -> dict[str, str]:
+        out: dict[str, str] = {}
+        mine = ctx.tenant(job.tenant).quota
+        types = set(ctx.allowed_types(job))
+        for r in running:
+            t = r.device_type
+            if not r.preemptible or r.tenant == job.tenant or t is None or t not in types:
+                continue
+            guarantee = mine.get(t, 0)
+            if ctx.usage.get(job.tenant, {}).get(t, 0) + job.devices_total > guarantee:
+                continue  # the waiting job would itself be borrowing: nothing to reclaim
+            theirs = ctx.tenant(r.tenant).quota.get(t, 0)
+            if ctx.usage.get(r.tenant, {}).get(t, 0) > theirs:
+                out[r.job_id] = (
+                    f"reclaimed: tenant {r.tenant} borrowed {t} beyond its guarantee of {theirs} "
+                    f"and tenant {job.tenant} needs its own"
+                )
+        return out
+
+
+@dataclass
+class QueueOrderPreemption:
+    """Stop jobs the queue order ranks in a lower coarse class (LAS / Tiresias / Gittins).
+
+    Needs the profile's queue order; the coarse key (priority, queue level)
+    makes preemption happen only across classes, not between neighbours.
+    """
+
+    order: QueueOrder
+    name: str = "queue-order"
+
+    def victims(self, job: JobView, running: Iterable[JobView], ctx: CycleContext) -> dict[str, str]:
+        mine = self.order.coarse_key(job, ctx)
+        out: dict[str, str] = {}
+        for r in running:
+            if r.preemptible and self.order.coarse_key(r, ctx) > mine:
+                out[r.job_id] = f"preempted for {job.job_id}, which has had less service ({self.order.name} order)"
+        return out
+
+
+@dataclass
+class FasterTypeMigration:
+    """Move a running job to a faster free device type (Gavel's jobs change type
+    between rounds; here a move costs a checkpoint and a restart, so only a
+    speed-up of at least ``min_speedup`` by the throughput model is worth it).
+
+    Biggest speed-up first. Never looks at remaining work, which a live system
+    does not know.
+    """
+
+    name: str = "faster-type"
+    min_speedup: float = 1.5
+
+    def moves(self, running: Sequence[JobView], ctx: CycleContext) -> dict[str, tuple[str, str]]:
+        free = ctx.capacity.free_by_type
+        cands: list[tuple[float, str, str, str]] = []
+        for r in running:
+            cur = r.device_type
+            if not r.preemptible or cur is None or not r.devices_total:
+                continue
+            here = ctx.throughput.speed(r.workload, cur)
+            if here <= 0:
+                continue
+            for t in ctx.device_types:
+                if t == cur or free.get(t, 0) < r.devices_total:
+                    continue
+                if r.workload is None or not ctx.throughput.knows(r.workload):
+                    continue  # only measured speed-ups justify a restart
+                gain = ctx.throughput.speed(r.workload, t) / here
+                if gain >= self.min_speedup:
+                    cands.append((-gain, r.job_id, t, f"migrating to {t}, {gain:.1f}x faster for its workload"))
+        cands.sort()
+        out: dict[str, tuple[str, str]] = {}
+        for _g, jid, t, why in cands:
+            if jid not in out:
+                out[jid] = (t, why)
+        return out
