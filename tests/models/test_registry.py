@@ -64,7 +64,7 @@ def test_tags_lineage_metrics_and_errors(registry: ModelRegistry, tiny_dir: Path
     with pytest.raises(ValidationError, match="invalid tag"):
         registry.tag("m:1", "latest")
     registry.untag("m", "production")
-    with pytest.raises(ValidationError, match="no config.json"):
+    with pytest.raises(ValidationError, match=r"no config\.json"):
         registry.register(tmp_path, "x")
 
 
