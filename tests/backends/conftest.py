@@ -11,13 +11,17 @@ copying the two fixtures below (``ray_cluster``, ``backend_name``) and calling
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from llmos.backends.base import ExecutionBackend
+from llmos.client import Client
+from llmos.control.plane import ControlPlane
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'llmos[ray]')")
@@ -29,9 +33,9 @@ BACKENDS = ["local", pytest.param("ray", marks=RAY_MARKS)]
 def ray_cluster() -> Iterator[object]:
     if not HAS_RAY:
         pytest.skip("Ray is not installed (pip install 'llmos[ray]')")
-    from llmos.backends.ray_cluster import shared_test_cluster, stop_shared_test_cluster
-
     import ray
+
+    from llmos.backends.ray_cluster import shared_test_cluster, stop_shared_test_cluster
 
     cluster = shared_test_cluster()
     if not ray.is_initialized():
@@ -74,3 +78,45 @@ def ray_backend(ray_cluster: object, tmp_path: Path) -> Iterator[object]:
     b = RayBackend(tmp_path / "home", address=ray_cluster.address, placement_timeout_s=60)  # type: ignore[attr-defined]
     yield b
     b.close()
+
+
+@dataclass
+class LlmosSystem:
+    """A real control plane (store, loop, backend) behind a real HTTP API on 127.0.0.1."""
+
+    client: Client
+    plane: ControlPlane
+    home: Path
+    backend_name: str
+
+
+@pytest.fixture
+def llmos_system(backend: ExecutionBackend, backend_name: str, tmp_path: Path) -> Iterator[LlmosSystem]:
+    from llmos.api.app import create_app
+    from llmos.api.server import ApiServer
+    from llmos.settings import Settings
+    from llmos.store import tokens as tokrepo
+
+    home = tmp_path / "home"
+    # A short inventory refresh: a node that died is seen by the scheduler within a second.
+    settings = Settings(home=home, port=0, loop_interval_s=0.1, inventory_refresh_s=1.0, stop_grace_s=3.0)
+    plane = ControlPlane(settings, backend=backend)
+    server = ApiServer(create_app(plane), "127.0.0.1", 0)
+    plane.set_url(server.url)
+    with plane.store.session() as s:
+        _, secret = tokrepo.create_token(s, tenant="default", role="admin", name="test admin")
+    server.start()
+    client = Client(server.url, secret)
+    try:
+        yield LlmosSystem(client, plane, home, backend_name)
+    finally:
+        # Cancel what is left and wait for it: a Ray task outlives its control plane
+        # (detached actor) and would hold the shared cluster's resources.
+        with contextlib.suppress(Exception):
+            left = client.jobs(["PENDING", "RUNNING"])["items"]
+            for job in left:
+                client.cancel(job["id"])
+            for job in left:
+                client.wait(job["id"], timeout_s=30)
+        client.close()
+        server.stop()  # the app's lifespan stops the plane's loop

@@ -153,6 +153,10 @@ class JobController:
                 repo.set_task_state(s, task, TaskState.RUNNING, now=now)
                 return
             final = status.state
+            if final == TaskState.LOST:
+                # A lost task usually means a lost node: refresh the inventory before the
+                # next placement, or the retry may be placed on the dead node.
+                self._nodes_at = float("-inf")
             reason = task.stop_reason
             # Once stopped by the controller, the reason decides, whatever the exit code: a
             # runtime that checkpoints on SIGTERM and exits 0 has not finished its work.
