@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from llmos.api.deps import Plane, Reader, Writer
 from llmos.api.schemas import EventPublic, JobList, JobPublic, MetricPublic
 from llmos.control.admission import unplaceable_reason
+from llmos.control.plane import ControlPlane
 from llmos.core.jobs import JobSpecBase, parse_job_spec, parse_job_text, spec_to_dict
 from llmos.core.memory import request_for_spec
 from llmos.core.states import JobState, TaskState
@@ -60,7 +62,15 @@ def _parse_body(body: bytes, content_type: str) -> JobSpecBase:
 @router.post("", status_code=201, response_model=JobPublic)
 async def create_job(request: Request, plane: Plane, who: Writer) -> JobPublic:
     """Submit a job: the body is a spec in JSON (``application/json``) or YAML (anything else)."""
-    spec = _parse_body(await request.body(), request.headers.get("content-type", ""))
+    body = await request.body()
+    # Parsing, admission and the database write block: keep them off the event loop.
+    out = await run_in_threadpool(_create, plane, who.tenant, body, request.headers.get("content-type", ""))
+    plane.wake()
+    return out
+
+
+def _create(plane: ControlPlane, tenant: str, body: bytes, content_type: str) -> JobPublic:
+    spec = _parse_body(body, content_type)
     # Model jobs: unknown models, bad data, adapters for another base fail here, before any device is held.
     spec = admit_in(spec, plane.store, plane.settings.home)
     if plane.settings.reject_unplaceable:
@@ -69,10 +79,8 @@ async def create_job(request: Request, plane: Plane, who: Writer) -> JobPublic:
         if why:
             raise ValidationError(f"resources impossible on this cluster: {why}")
     with plane.store.session() as s:
-        job = repo.insert_job(s, tenant=who.tenant, spec=spec_to_dict(spec), num_tasks=spec.num_tasks)
-        out = JobPublic.of(job)
-    plane.wake()
-    return out
+        job = repo.insert_job(s, tenant=tenant, spec=spec_to_dict(spec), num_tasks=spec.num_tasks)
+        return JobPublic.of(job)
 
 
 @router.get("", response_model=JobList)
