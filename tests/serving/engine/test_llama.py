@@ -44,3 +44,47 @@ def test_model_config_errors(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(ValidationError, match="model_type"):
         LLMEngine(tmp_path)
+
+
+def _variant(kind: str, root: Path) -> Path:
+    """A random-init tiny model of another Llama-family flavour, saved with transformers."""
+    import torch
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    from llmos.models.family import save_model_dir
+    from llmos.models.tokenizer import VOCAB_SIZE, load_tokenizer
+
+    tok = load_tokenizer()
+    common = dict(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    torch.manual_seed(5)
+    model: torch.nn.Module
+    if kind == "llama3-rope":
+        rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+        model = LlamaForCausalLM(LlamaConfig(**common, rope_parameters=rope))
+    elif kind == "linear-rope":
+        model = LlamaForCausalLM(LlamaConfig(**common, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0,
+                                                                        "factor": 2.0}))
+    elif kind == "mistral":
+        model = MistralForCausalLM(MistralConfig(**common, sliding_window=None))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    return save_model_dir(model.eval(), root / kind)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["llama3-rope", "linear-rope", "mistral", "qwen2"])
+def test_family_variants_match_transformers(kind: str, tmp_path: Path) -> None:
+    model_dir = _variant(kind, tmp_path)
+    engine = LLMEngine(model_dir, EngineConfig(kv_cache_gib=0.01, device="cpu"))
+    ids = engine.encode(PROMPTS[1] * 3)
+    out = engine.generate([ids], SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True))[0]
+    assert out.new_token_ids == hf_greedy(model_dir, ids, 16)

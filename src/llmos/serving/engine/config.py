@@ -154,6 +154,10 @@ class ModelConfig:
             raise ValidationError(
                 f"unsupported model_type {model_type!r}; the engine serves Llama-family models"
             )
+        window = raw.get("sliding_window")
+        uses_window = raw.get("use_sliding_window", model_type == "mistral")
+        if uses_window and window is not None and int(window) < int(raw.get("max_position_embeddings", 0)):
+            raise ValidationError("sliding-window attention is not supported by the engine")
         if raw.get("hidden_act", "silu") != "silu":
             raise ValidationError(f"unsupported hidden_act {raw.get('hidden_act')!r}")
         try:
