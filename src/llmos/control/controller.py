@@ -289,16 +289,18 @@ class JobController:
         for placement in plan.placements:
             placed.add(placement.job_id)
             self._start(placement, nodes, now)
+        if not pending:
+            return
         with self.store.session() as s:
-            for job in pending:
-                if job.id in placed:
+            # One query for all still-pending rows (not one per job): this runs every tick.
+            for row in repo.jobs_in_states(s, [JobState.PENDING.value]):
+                if row.id in placed:
                     continue
-                if job.not_before > now:
-                    why = f"retrying after backoff, not before {time.strftime('%H:%M:%S', time.localtime(job.not_before))}"
+                if row.not_before > now:
+                    why = f"retrying after backoff, not before {time.strftime('%H:%M:%S', time.localtime(row.not_before))}"
                 else:
-                    why = plan.pending_reasons.get(job.id, "waiting for the next scheduling pass")
-                row = s.get(JobRow, job.id)
-                if row is not None and row.state == JobState.PENDING.value and row.pending_reason != why:
+                    why = plan.pending_reasons.get(row.id, "waiting for the next scheduling pass")
+                if row.pending_reason != why:
                     row.pending_reason = why
 
     def _update_device_stats(self, nodes: Sequence[Node], active: Sequence[TaskRow]) -> None:

@@ -36,10 +36,10 @@ def make_backend(settings: Settings) -> ExecutionBackend:
         )
     if settings.backend == "ray":
         try:
-            from llmos.backends import ray as ray_backend  # type: ignore[attr-defined]
+            from llmos.backends import ray as ray_backend
         except ImportError as e:
             raise ValidationError(f"backend 'ray' is not available: {e}") from e
-        return ray_backend.make_backend(settings)  # type: ignore[no-any-return]
+        return ray_backend.make_backend(settings)
     raise ValidationError(f"unknown backend {settings.backend!r}; expected 'local' or 'ray'")
 
 
