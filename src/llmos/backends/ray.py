@@ -37,6 +37,7 @@ import importlib.util
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -157,15 +158,17 @@ class RayBackend:
         if address == "local":
             # A private instance for this control plane: no dashboard, fewer processes.
             kwargs["include_dashboard"] = False
+        advice = (
+            "Start one with `ray start --head` (and `ray start --address HEAD:PORT` on the other "
+            "hosts), then pass --ray-address HEAD:PORT or auto."
+        )
+        # Ray itself retries an unreachable GCS for minutes; fail fast with a clear message.
+        _check_gcs_reachable(address, advice)
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            where = self.address or "a new local instance"
             raise BackendError(
-                f"cannot connect to the Ray cluster at {where}: {e}. Start one with "
-                "`ray start --head` (and `ray start --address HEAD:PORT` on other hosts), "
-                "then pass --ray-address HEAD:PORT or auto.",
-                code="ray_unreachable",
+                f"cannot connect to the Ray cluster at {address}: {str(e).rstrip('.')}. {advice}", code="ray_unreachable"
             ) from None
         self._owns_ray = True
 
@@ -498,6 +501,21 @@ class RayBackend:
         if self._owns_ray:
             self._ray.shutdown()
             self._owns_ray = False
+
+
+def _check_gcs_reachable(address: str, advice: str, timeout_s: float = 5.0) -> None:
+    """Raise ``BackendError`` unless ``HOST:PORT`` accepts TCP connections ("auto"/"local"/ray:// pass)."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BackendError(f"bad Ray address {address!r}: expected HOST:PORT, auto or local", code="invalid_request")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BackendError(
+            f"cannot reach the Ray cluster at {address}: {e.strerror or e}. {advice}", code="ray_unreachable"
+        ) from None
 
 
 def _recorded_outcome(task_id: str, run_dir: Path) -> TaskStatus | None:
