@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Must be set before torch loads OpenMP: on a small machine shared with other processes,
+# spinning OpenMP workers slow both contenders down several-fold. Applies to both sides.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
@@ -85,7 +88,8 @@ def main() -> int:
     llmos_tps = llmos_tokens / llmos_s
     hf_tps = hf_tokens / hf_s
     print(f"model: {args.model_dir or args.model} ({n_params / 1e6:.1f}M params), device {engine.device}, "
-          f"torch threads {torch.get_num_threads()}, dtype {engine.dtype}")
+          f"torch threads {torch.get_num_threads()}, dtype {engine.dtype}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
     print(f"workload: {args.num_prompts} prompts x {args.max_tokens} output tokens, greedy, EOS ignored")
     print(f"llmos engine (continuous batching): {llmos_tokens} tokens in {llmos_s:.2f} s = {llmos_tps:.1f} tok/s")
     print(f"transformers generate, one at a time: {hf_tokens} tokens in {hf_s:.2f} s = {hf_tps:.1f} tok/s "

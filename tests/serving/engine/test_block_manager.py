@@ -14,7 +14,8 @@ class _Tok:
 
 
 def seq(tokens: list[int], rid: str = "r", lora: str | None = None) -> Sequence:
-    return Sequence(rid, tokens, SamplingParams(), IncrementalDetokenizer(_Tok(), tokens, ()), lora_name=lora)
+    return Sequence(rid, tokens, SamplingParams(), IncrementalDetokenizer(_Tok(), tokens, ()), lora_name=lora,
+                    cache_salt=None if lora is None else f"{lora}#1")
 
 
 def compute(bm: BlockManager, s: Sequence, upto: int) -> None:

@@ -53,10 +53,13 @@ def test_preemption_by_recompute_keeps_outputs(gqa_dir: Path) -> None:
     per_block = kv_bytes_per_block(probe.model_config, 4, probe.dtype)
     tiny = LLMEngine(gqa_dir, EngineConfig(kv_cache_gib=16 * per_block / 2**30, device="cpu", block_size=4))
     assert tiny.num_blocks == 16
-    outs = tiny.generate(PROMPTS, params)
+    scored = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, prompt_logprobs=1)
+    outs = tiny.generate(PROMPTS, [params, scored, params, params])
     assert tiny.stats().num_preemptions > 0
     assert [o.new_token_ids for o in outs] == [o.new_token_ids for o in ref]
     assert [o.new_text for o in outs] == [o.new_text for o in ref]
+    plp = outs[1].prompt_logprobs
+    assert plp is not None and [e.token_id if e else None for e in plp] == [None, *tiny.encode(PROMPTS[1])[1:]]
 
 
 def test_prefix_cache_hit_lowers_prefill_work_and_ttft(gqa_dir: Path) -> None:

@@ -68,3 +68,31 @@ def test_adapter_for_another_base_is_rejected(gqa_dir: Path, mha_dir: Path, tmp_
     with pytest.raises(ValidationError, match="does not exist"):
         engine.add_lora("missing", tmp_path / "nope")
     assert engine.list_loras() == []
+
+
+def test_prefix_cache_is_per_adapter_and_per_load(gqa_dir: Path, sixteen: list[Path]) -> None:
+    """KV computed under one adapter is never reused for another, nor after a reload under the same name."""
+    engine = LLMEngine(gqa_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", block_size=4))
+    engine.add_lora("p", sixteen[0])
+    prompt = engine.encode(PROMPTS[1])
+    first = engine.generate([prompt], GREEDY, lora_name="p")[0]
+    again = engine.generate([prompt], GREEDY, lora_name="p")[0]
+    assert again.num_cached_tokens > 0 and again.new_token_ids == first.new_token_ids
+    assert engine.generate([prompt], GREEDY)[0].num_cached_tokens == 0  # base model: other KV
+    engine.add_lora("p", sixteen[1])  # same name, other weights
+    replaced = engine.generate([prompt], GREEDY, lora_name="p")[0]
+    assert replaced.num_cached_tokens == 0
+    assert replaced.new_token_ids == peft_merged_greedy(gqa_dir, sixteen[1], prompt, GREEDY.max_tokens)
+
+
+def test_vanished_adapter_fails_its_requests_only(gqa_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    paths = make_loras(gqa_dir, tmp_path, 2)
+    engine = LLMEngine(gqa_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", max_loras=1))
+    engine.add_lora("gone", paths[0])
+    engine.add_lora("kept", paths[1])  # evicts "gone" from memory (budget 1)
+    shutil.rmtree(paths[0])
+    outs = engine.generate([PROMPTS[0], PROMPTS[0]], GREEDY, lora_name=["gone", None])
+    assert outs[0].finish_reason == "abort"
+    assert outs[1].finish_reason == "length" and len(outs[1].new_token_ids) == GREEDY.max_tokens

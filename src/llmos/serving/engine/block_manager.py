@@ -7,7 +7,7 @@ preempted.
 
 Prefix caching (as in vLLM and nano-vllm): once a block is full, its hash is the hash
 of its token ids chained with the previous block's hash (the chain starts from the
-LoRA adapter's name, because an adapter changes K and V). A new sequence reuses every
+LoRA adapter's cache salt, because an adapter changes K and V). A new sequence reuses every
 leading full block whose hash is registered, bumping its reference count instead of
 recomputing it. A block whose count drops to 0 keeps its contents and hash and goes to
 the back of the free list, so unreferenced cached blocks are evicted least recently
@@ -29,9 +29,9 @@ def block_hash(prev_hash: int, token_ids: tuple[int, ...]) -> int:
     return hash((prev_hash, token_ids))
 
 
-def chain_seed(lora_name: str | None) -> int:
+def chain_seed(cache_salt: str | None) -> int:
     """First link of the hash chain: sequences under different adapters never share KV."""
-    return hash(("llmos-prefix", lora_name))
+    return hash(("llmos-prefix", cache_salt))
 
 
 class BlockManager:
@@ -77,7 +77,7 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return []
         tokens = seq.all_token_ids
-        h = chain_seed(seq.lora_name)
+        h = chain_seed(seq.cache_salt)
         matched: list[int] = []
         bs = self.block_size
         for i in range((len(tokens) - 1) // bs):
@@ -140,7 +140,7 @@ class BlockManager:
         if len(seq.block_hashes) >= full:
             return
         tokens = seq.all_token_ids
-        h = seq.block_hashes[-1] if seq.block_hashes else chain_seed(seq.lora_name)
+        h = seq.block_hashes[-1] if seq.block_hashes else chain_seed(seq.cache_salt)
         for i in range(len(seq.block_hashes), full):
             chunk = tuple(tokens[i * bs : (i + 1) * bs])
             h = block_hash(h, chunk)

@@ -144,6 +144,7 @@ class LLMEngine:
             )
         seq = Sequence(
             request_id=request_id, prompt_token_ids=ids, params=params, lora_name=lora_name,
+            cache_salt=None if lora_name is None else self.lora_manager.cache_salt(lora_name),
             detokenizer=IncrementalDetokenizer(self.tokenizer, ids, params.stop), arrival_s=time.monotonic(),
         )
         if params.seed is not None:
@@ -183,11 +184,16 @@ class LLMEngine:
         scheduled = self.scheduler.schedule()
         if not scheduled:
             return outputs
-        try:
-            result = self.runner.run(scheduled)
-        except LLMOSError as exc:
-            # An adapter that vanished from disk since it was registered: fail its requests, not the engine.
-            return outputs + self._fail(scheduled, exc)
+        failed = self._unloadable_loras(scheduled)
+        if failed:
+            # An adapter that can no longer be loaded (its directory changed or vanished since
+            # it was registered) fails its own requests, never the engine; the rest run next step.
+            for s in scheduled:
+                if s.seq.lora_name in failed:
+                    self.abort(s.seq.request_id)
+            aborted, self._aborted = self._aborted, []
+            return outputs + aborted
+        result = self.runner.run(scheduled)
         for s in scheduled:
             s.seq.num_computed_tokens += s.num_new
             self.block_manager.commit(s.seq)
@@ -207,13 +213,14 @@ class LLMEngine:
                 self._seqs.pop(seq.request_id, None)
         return outputs
 
-    def _fail(self, scheduled: list[ScheduledSeq], exc: LLMOSError) -> list[RequestOutput]:
-        outs = []
-        for s in scheduled:
-            if s.seq.lora_name is not None and s.seq.lora_name in str(exc.message):
-                self.abort(s.seq.request_id)
-        outs, self._aborted = self._aborted, []
-        return outs
+    def _unloadable_loras(self, scheduled: list[ScheduledSeq]) -> set[str]:
+        failed: set[str] = set()
+        for name in {s.seq.lora_name for s in scheduled if s.seq.lora_name is not None}:
+            try:
+                self.lora_manager.activate({name})
+            except LLMOSError:
+                failed.add(name)
+        return failed
 
     def _record_prompt_logprobs(self, scheduled: list[ScheduledSeq], result: StepLogits) -> None:
         for s in scheduled:
@@ -223,8 +230,10 @@ class LLMEngine:
                 continue
             first_pos, logits = entry
             n_prompt = seq.num_prompt_tokens
-            # Row j (position first_pos + j) predicts the prompt token at first_pos + j + 1.
-            rows = [j for j in range(logits.shape[0]) if first_pos + j + 1 < n_prompt]
+            # Row j (position first_pos + j) predicts the prompt token at first_pos + j + 1;
+            # positions already scored before a preemption are not scored twice.
+            done = len(seq.prompt_logprobs)
+            rows = [j for j in range(logits.shape[0]) if done <= first_pos + j + 1 < n_prompt]
             if not rows:
                 continue
             targets = torch.tensor([seq.prompt_token_ids[first_pos + j + 1] for j in rows], device=logits.device)

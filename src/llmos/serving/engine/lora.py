@@ -149,6 +149,8 @@ class LoraManager:
         self._resident: OrderedDict[str, LoraAdapter] = OrderedDict()
         self.num_loads = 0
         self.num_evictions = 0
+        self._generation: dict[str, int] = {}
+        self._next_generation = 0
 
     def _load(self, name: str, path: Path) -> LoraAdapter:
         adapter = LoraAdapter.load(name, path, self.cfg, self.max_lora_rank, self.device, self.dtype)
@@ -161,6 +163,8 @@ class LoraManager:
             raise ValidationError("adapter name must be non-empty")
         adapter = self._load(name, path)
         self._paths[name] = path
+        self._next_generation += 1
+        self._generation[name] = self._next_generation
         self._resident[name] = adapter
         self._resident.move_to_end(name)
         self._evict(keep or set())
@@ -170,6 +174,10 @@ class LoraManager:
             raise NotFound(f"LoRA adapter {name!r} is not loaded")
         del self._paths[name]
         self._resident.pop(name, None)
+
+    def cache_salt(self, name: str) -> str:
+        """Identity of the adapter's current weights, for prefix-cache keys."""
+        return f"{name}#{self._generation[name]}"
 
     def names(self) -> list[str]:
         return list(self._paths)

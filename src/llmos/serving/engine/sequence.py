@@ -47,6 +47,9 @@ class Sequence:
     params: SamplingParams
     detokenizer: IncrementalDetokenizer
     lora_name: str | None = None
+    # Starts the prefix-cache hash chain: the adapter's name and load generation, so KV is
+    # never shared across adapters, nor with an adapter later replaced under the same name.
+    cache_salt: str | None = None
     arrival_s: float = 0.0
     status: SequenceStatus = SequenceStatus.WAITING
     output_token_ids: list[int] = field(default_factory=list)
