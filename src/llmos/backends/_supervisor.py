@@ -12,7 +12,8 @@ ignores it so that it survives to record how the command ended. SIGKILL of the
 group kills both, and then no ``exit.json`` exists: the backend knows it killed
 the task itself.
 
-Only the standard library is imported: this starts once per task.
+Only the standard library is imported (it runs as ``python -I -S <this file>``):
+it starts once per task, so it must start fast and not depend on site-packages.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 
 
 def write_json_atomic(path: Path, data: dict[str, object]) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one.
+
+    No fsync: the rename is atomic against process crashes, the failure this
+    guards against; an OS crash kills the tasks too, and costs ms per launch.
+    """
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
