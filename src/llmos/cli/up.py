@@ -49,6 +49,7 @@ def up(
         overrides["ray_address"] = ray_address
     settings = Settings(**overrides)  # type: ignore[arg-type]
     plane = ControlPlane(settings)
+    plane.lock_home()  # fail here, with a clear message, if another `llmos up` owns this home
     app = create_app(plane)
     server = ApiServer(app, settings.host, settings.port)
     url = task_facing_url(settings.host, server.port)

@@ -9,13 +9,14 @@ adopts them). Thread-safe: :meth:`wake` may be called from any thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
 from llmos.backends.base import ExecutionBackend
 from llmos.control.controller import JobController
 from llmos.control.metrics import PlaneMetrics
-from llmos.errors import ValidationError
+from llmos.errors import Conflict, ValidationError
 from llmos.settings import Settings
 from llmos.store import Store
 
@@ -68,6 +69,7 @@ class ControlPlane:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
+        self._lock_fd: int | None = None
 
     def set_url(self, url: str) -> None:
         """Where tasks reach the API (known only once the server has bound its port)."""
@@ -82,10 +84,34 @@ class ControlPlane:
         """Adopt tasks of a previous run, then start the loop. Idempotent."""
         if self._started:
             return
+        self.lock_home()
         self._started = True
         self.controller.recover()
         self._thread = threading.Thread(target=self._run, name="llmos-control-loop", daemon=True)
         self._thread.start()
+
+    def lock_home(self) -> None:
+        """One control plane per home: two would both launch the same pending jobs. Idempotent.
+
+        An exclusive ``flock`` held for the life of the process; the kernel drops it
+        when the process dies (even by SIGKILL), so a restart never finds it stale.
+        """
+        import fcntl
+
+        if self._lock_fd is not None:
+            return
+        path = Path(self.settings.home) / "control-plane.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise Conflict(
+                f"another llmos control plane is already running with LLMOS_HOME={self.settings.home}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
 
     def wake(self) -> None:
         self._wake.set()
@@ -107,5 +133,8 @@ class ControlPlane:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.backend.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         if close_store:
             self.store.close()
