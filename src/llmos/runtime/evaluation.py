@@ -7,18 +7,21 @@ answers are decoded greedily. Also home of :func:`generate`, the batched greedy
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from llmos.errors import ValidationError
 from llmos.models import datasets
 from llmos.models.tokenizer import format_prompt
 
 EVAL_TASKS = ("perplexity", *datasets.TASKS)
+# transformers 5 renamed the KV-cache argument and output field; older releases use past_key_values.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 PPL_SEQ_LEN = 128
 
 
@@ -91,9 +94,9 @@ def generate(
         step_ids, step_mask = ids, mask
         for _ in range(max_new_tokens):
             pos = (step_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-            res = model(input_ids=step_ids, attention_mask=step_mask, position_ids=pos, past_key_values=past,
-                        use_cache=True)
-            past = res.past_key_values
+            res = model(input_ids=step_ids, attention_mask=step_mask, position_ids=pos, use_cache=True,
+                        logits_to_keep=1, **{_CACHE_ARG: past})
+            past = getattr(res, _CACHE_ARG)
             logits = res.logits[:, -1, :].float()
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1).cpu()
