@@ -29,5 +29,9 @@ unit: setup
 
 test: lint unit
 
+# Every figure the README quotes; each script prints the figure and how it was obtained.
+bench: setup
+	$(PY) benchmarks/control_plane.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
