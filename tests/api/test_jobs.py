@@ -197,3 +197,10 @@ def test_serve_task_reports_its_endpoint(cp: RunningPlane) -> None:
     r = httpx.post(f"{cp.url}/v1/tasks/{done['tasks'][0]['id']}/report", json={"heartbeat": True},
                    headers={"Authorization": f"Bearer {cp.admin_token}"})
     assert r.status_code == 403
+
+
+def test_launch_failure_fails_the_job_with_the_reason(cp: RunningPlane) -> None:
+    c = cp.client()
+    job = c.submit({"kind": "command", "name": "nowhere", "command": ["true"], "workdir": "/no/such/dir"})
+    done = c.wait(job["id"], timeout_s=30)
+    assert done["state"] == "FAILED" and "launch failed" in done["message"] and "/no/such/dir" in done["message"]

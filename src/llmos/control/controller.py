@@ -366,10 +366,12 @@ class JobController:
     def _launch_one(self, spec: TaskLaunch) -> None:
         try:
             handle = self.backend.launch(spec)
-        except BackendError as e:
+        except Exception as e:  # BackendError, or an OSError the backend did not wrap
+            why = e.message if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
+            log.warning("launch of %s failed: %s", spec.task_id, why)
             with self.store.session() as s:
                 task = repo.get_task(s, spec.task_id)
-                repo.set_task_state(s, task, TaskState.FAILED, message=f"launch failed: {e.message}")
+                repo.set_task_state(s, task, TaskState.FAILED, message=f"launch failed: {why}")
             return
         with self.store.session() as s:
             task = repo.get_task(s, spec.task_id)
