@@ -113,8 +113,12 @@ class JobView:
     def of_running(tasks: Sequence[RunningTask], device_type: str | None) -> JobView:
         t0 = tasks[0]
         devices = len(t0.device_ids)
-        req = ResourceRequest(devices=devices, device_types=(device_type,) if device_type else (),
-                              cpus=t0.cpus, memory_gib=t0.memory_gib)
+        req = _running_request(devices, device_type, t0.cpus, t0.memory_gib)
+        if len(tasks) == 1:  # the common case, kept cheap for the simulator's hot loop
+            return JobView(t0.job_id, t0.tenant, t0.priority, t0.preemptible, t0.submitted_at,
+                           t0.attained_service_s, max(1, t0.num_tasks), req, t0.workload,
+                           t0.estimated_duration_s, True, (t0,), device_type, t0.last_checkpoint_at,
+                           t0.started_at)
         ckpts = [t.last_checkpoint_at for t in tasks if t.last_checkpoint_at is not None]
         return JobView(
             job_id=t0.job_id, tenant=t0.tenant, priority=t0.priority,
@@ -131,6 +135,22 @@ class JobView:
         """Seconds of progress lost if stopped now without a checkpoint."""
         since = self.last_checkpoint_at if self.last_checkpoint_at is not None else self.started_at
         return max(0.0, now - since) * max(1, self.devices_total)
+
+
+_REQUESTS: dict[tuple[int, str | None, float, float], ResourceRequest] = {}
+
+
+def _running_request(devices: int, device_type: str | None, cpus: float, memory_gib: float) -> ResourceRequest:
+    """What a running task holds, as a request (memoised: validation is not free and
+    the simulator asks for the same few shapes thousands of times)."""
+    key = (devices, device_type, cpus, memory_gib)
+    req = _REQUESTS.get(key)
+    if req is None:
+        req = ResourceRequest(devices=devices, device_types=(device_type,) if device_type else (),
+                              cpus=cpus, memory_gib=memory_gib)
+        if len(_REQUESTS) < 4096:
+            _REQUESTS[key] = req
+    return req
 
 
 @dataclass

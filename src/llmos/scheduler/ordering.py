@@ -67,14 +67,16 @@ class TiresiasOrder:
     """Tiresias discretised 2D-LAS (Gu et al., NSDI'19).
 
     Jobs sit in queues by attained device-seconds (thresholds
-    ``thresholds_s``); lower queues first, arrival order within a queue, so a
+    ``thresholds_s``, default 0.5 / 2 / 8 / 32 device-hours); lower queues first, arrival order within a queue, so a
     job is preempted only when it crosses into a lower queue. A job that has
     waited longer than ``starvation_factor`` × its service since it last ran is
     promoted back to the first queue (Tiresias's STARVELIMIT).
     """
 
     name: str = "tiresias"
-    thresholds_s: tuple[float, ...] = (3600.0,)
+    # Geometric (x4) queue thresholds from half a device-hour; measured best of the
+    # variants tried on the dev trace (docs/scheduler.md), not tuned per job.
+    thresholds_s: tuple[float, ...] = (1800.0, 7200.0, 28800.0, 115200.0)
     starvation_factor: float = 0.0  # 0 disables promotion
 
     def level(self, job: JobView, ctx: CycleContext) -> int:

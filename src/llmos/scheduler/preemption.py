@@ -9,7 +9,7 @@ Only preemptible jobs are ever victims.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmos.scheduler.framework import CycleContext, JobView, QueueOrder
 
@@ -90,25 +90,39 @@ class FasterTypeMigration:
 
     name: str = "faster-type"
     min_speedup: float = 1.5
+    _memo: dict[tuple[int, str | None, str, tuple[str, ...]], list[tuple[float, str]]] = field(
+        default_factory=dict, repr=False)
+
+    def _faster(self, ctx: CycleContext, workload: str | None, cur: str, types: list[str]) -> list[tuple[float, str]]:
+        """Types at least ``min_speedup`` faster than ``cur`` for the workload, fastest first."""
+        key = (id(ctx.throughput), workload, cur, tuple(types))
+        hit = self._memo.get(key)
+        if hit is None:
+            here = ctx.throughput.speed(workload, cur)
+            hit = []
+            if here > 0:
+                hit = sorted(((ctx.throughput.speed(workload, t) / here, t) for t in types if t != cur),
+                             reverse=True)
+                hit = [(g, t) for g, t in hit if g >= self.min_speedup]
+            if len(self._memo) > 65536:
+                self._memo.clear()
+            self._memo[key] = hit
+        return hit
 
     def moves(self, running: Sequence[JobView], ctx: CycleContext) -> dict[str, tuple[str, str]]:
         free = ctx.capacity.free_by_type
+        if not any(free.values()):
+            return {}
         cands: list[tuple[float, str, str, str]] = []
+        types = ctx.device_types
         for r in running:
             cur = r.device_type
-            if not r.preemptible or cur is None or not r.devices_total:
-                continue
-            here = ctx.throughput.speed(r.workload, cur)
-            if here <= 0:
-                continue
-            for t in ctx.device_types:
-                if t == cur or free.get(t, 0) < r.devices_total:
-                    continue
-                if r.workload is None or not ctx.throughput.knows(r.workload):
-                    continue  # only measured speed-ups justify a restart
-                gain = ctx.throughput.speed(r.workload, t) / here
-                if gain >= self.min_speedup:
+            if not r.preemptible or cur is None or not r.devices_total or not ctx.throughput.knows(r.workload):
+                continue  # only measured speed-ups justify a restart
+            for gain, t in self._faster(ctx, r.workload, cur, types):
+                if free.get(t, 0) >= r.devices_total:
                     cands.append((-gain, r.job_id, t, f"migrating to {t}, {gain:.1f}x faster for its workload"))
+                    break
         cands.sort()
         out: dict[str, tuple[str, str]] = {}
         for _g, jid, t, why in cands:

@@ -119,12 +119,16 @@ class Plugins:
 
 
 def build_plugins(profile: Profile) -> Plugins:
-    made: dict[str, object] = {}
+    # One instance per (factory, name): a plug-in listed as both filter and score
+    # (max-throughput) is the same object, but a queue order and a preemption
+    # plug-in that share a name ("priority") are not.
+    made: dict[tuple[object, str], object] = {}
 
     def make(name: str, factory: Callable[..., object], **extra: object) -> Any:
-        if name not in made:
-            made[name] = factory(**extra, **dict(profile.plugin_args.get(name, {})))
-        return made[name]
+        key = (factory, name)
+        if key not in made:
+            made[key] = factory(**extra, **dict(profile.plugin_args.get(name, {})))
+        return made[key]
 
     order: QueueOrder = make(profile.queue_order, QUEUE_ORDERS[profile.queue_order])
     return Plugins(
@@ -163,7 +167,7 @@ for _p in (
             queue_order="drf"),
     Profile("las", "Least attained service (continuous), preempting a quantum apart; heterogeneity-agnostic.",
             queue_order="las", scores={}, preemption=("priority", "quota-reclaim", "queue-order")),
-    Profile("tiresias", "Tiresias discretised 2D-LAS (one threshold of 1 device-hour); heterogeneity-agnostic.",
+    Profile("tiresias", "Tiresias discretised 2D-LAS (queues at 0.5/2/8/32 device-hours); heterogeneity-agnostic.",
             queue_order="tiresias", scores={}, preemption=("priority", "quota-reclaim", "queue-order")),
     Profile("gittins", "Gittins index over a log-uniform prior (1 min .. 1 week); heterogeneity-agnostic.",
             queue_order="gittins", scores={}, preemption=("priority", "quota-reclaim", "queue-order")),

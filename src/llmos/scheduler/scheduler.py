@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 
+from llmos.core.devices import Node
 from llmos.scheduler.capacity import NO_DEVICE, Capacity, GangRequest, NodeCheck, NodeState
 from llmos.scheduler.framework import Code, CycleContext, JobView, Status, pending_sentence
 from llmos.scheduler.plan import Placement, Plan, Preemption
@@ -264,33 +265,60 @@ def _gang(job: JobView) -> GangRequest:
 def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
     cap = Capacity(snapshot.nodes)
     by_job: dict[str, list[RunningTask]] = {}
+    held: dict[str, tuple[list[str], list[float]]] = {}
     for t in snapshot.running:
         by_job.setdefault(t.job_id, []).append(t)
-        cap.hold(t.node_id, t.device_ids, t.cpus, t.memory_gib)
-    node_types = {n.id: {d.id: d.type for d in n.devices} for n in snapshot.nodes}
+        ids, res = held.setdefault(t.node_id, ([], [0.0, 0.0]))
+        ids.extend(t.device_ids)
+        res[0] += t.cpus
+        res[1] += t.memory_gib
+    for node_id, (ids, res) in held.items():
+        cap.hold(node_id, ids, res[0], res[1])
+    node_types = {n.id: _device_types(n) for n in snapshot.nodes if n.id in held}
     running: dict[str, JobView] = {}
     usage: dict[str, dict[str, int]] = {}
     cpu_mem: dict[str, tuple[float, float]] = {}
     for jid, tasks in by_job.items():
         types = node_types.get(tasks[0].node_id, {})
         dtype = types.get(tasks[0].device_ids[0]) if tasks[0].device_ids else None
-        view = JobView.of_running(_sorted_tasks(tasks), dtype)
-        running[jid] = view
+        running[jid] = JobView.of_running(tasks if len(tasks) == 1 else _sorted_tasks(tasks), dtype)
         for t in tasks:
             tt = node_types.get(t.node_id, {})
+            u = usage.setdefault(t.tenant, {})
             for d in t.device_ids:
-                if d in tt:
-                    u = usage.setdefault(t.tenant, {})
-                    u[tt[d]] = u.get(tt[d], 0) + 1
+                ty = tt.get(d)
+                if ty is not None:
+                    u[ty] = u.get(ty, 0) + 1
             c, m = cpu_mem.get(t.tenant, (0.0, 0.0))
             cpu_mem[t.tenant] = (c + t.cpus, m + t.memory_gib)
-    alive = [n for n in snapshot.nodes if n.alive]
+    totals = _TOTALS.get(id(snapshot.nodes))
+    if totals is None or totals[0] is not snapshot.nodes:
+        alive = [n for n in snapshot.nodes if n.alive]
+        totals = (snapshot.nodes, sum(n.cpus for n in alive), sum(n.memory_gib for n in alive))
+        _TOTALS.clear()
+        _TOTALS[id(snapshot.nodes)] = totals
     return CycleContext(
         snapshot=snapshot, now=now, capacity=cap,
         throughput=snapshot.throughput or CATALOG_MODEL,
         running=running, usage=usage, cpu_mem_usage=cpu_mem, tenants=snapshot.tenants,
-        total_cpus=sum(n.cpus for n in alive), total_memory_gib=sum(n.memory_gib for n in alive),
+        total_cpus=totals[1], total_memory_gib=totals[2],
     )
+
+
+_TYPE_MAPS: dict[int, tuple[Node, dict[str, str]]] = {}
+# Cluster totals of the last node tuple seen (the simulator reuses one tuple until a node fails).
+_TOTALS: dict[int, tuple[tuple[Node, ...], float, float]] = {}
+
+
+def _device_types(node: Node) -> dict[str, str]:
+    """Device id -> type for a node, memoised by identity (the node is kept
+    alive by the memo, so its id cannot be reused while cached)."""
+    hit = _TYPE_MAPS.get(id(node))
+    if hit is None or hit[0] is not node:
+        if len(_TYPE_MAPS) > 200_000:
+            _TYPE_MAPS.clear()
+        hit = _TYPE_MAPS[id(node)] = (node, {d.id: d.type for d in node.devices})
+    return hit[1]
 
 
 def _sorted_tasks(tasks: Sequence[RunningTask]) -> list[RunningTask]:

@@ -36,6 +36,8 @@ class ThroughputModel:
                 row[canonical_device_type(t)] = float(v)
             canon[workload] = row
         object.__setattr__(self, "table", canon)
+        # Memo of speed(); the table is immutable so entries never go stale.
+        object.__setattr__(self, "_speed_memo", {})
 
     def measured(self, workload: str | None, device_type: str) -> float | None:
         """Measured throughput, or ``None`` when this pair was never measured."""
@@ -55,6 +57,14 @@ class ThroughputModel:
         A measured 0 means the workload cannot run on that type (e.g. it does
         not fit in memory) and is returned as 0.
         """
+        memo: dict[tuple[str | None, str], float] = self._speed_memo  # type: ignore[attr-defined]
+        key = (workload, device_type)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = self._speed(workload, device_type)
+        return hit
+
+    def _speed(self, workload: str | None, device_type: str) -> float:
         m = self.measured(workload, device_type)
         if m is not None:
             return m

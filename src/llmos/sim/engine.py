@@ -177,7 +177,8 @@ class Simulator:
                 _, _, kind, key = heapq.heappop(self._heap)
                 self._handle(kind, key, t)
             # Even with nobody waiting a cycle may migrate jobs to devices just freed.
-            self._cycle(t)
+            if self.waiting or self._any_free():
+                self._cycle(t)
             if self.waiting and self.running and not self._tick_pending:
                 self._tick_pending = True
                 self._push(t + self.cfg.tick_s, _TICK, "")
@@ -192,7 +193,8 @@ class Simulator:
                 if kind != _TICK:
                     self._handle(kind, key, t)
             # Even with nobody waiting a cycle may migrate jobs to devices just freed.
-            self._cycle(t)
+            if self.waiting or self._any_free():
+                self._cycle(t)
             if not self.running:
                 nxt = [e for e in self._heap if e[2] in (_ARRIVE, _REPAIR)]
                 if not nxt:
@@ -231,6 +233,9 @@ class Simulator:
                 self._push(t + float(self._rng.exponential(self.cfg.node_mtbf_s)), _FAIL, key)
         elif kind == _TICK:
             self._tick_pending = False
+
+    def _any_free(self) -> bool:
+        return any(free for nid, free in self.free.items() if self.nodes[nid].alive)
 
     def _cycle(self, t: float) -> None:
         for _ in range(4):
