@@ -31,7 +31,7 @@ def submit(
     console.print(f"submitted [bold]{job['id']}[/] ({job['kind']} {job['name']!r}) {styled(job['state'])}")
     if not wait:
         return
-    last = job["state"]
+    last, reason = job["state"], ""
     while last not in TERMINAL:
         time.sleep(0.2)
         job = c.job(job["id"])
@@ -39,6 +39,9 @@ def submit(
             last = job["state"]
             extra = f": {job['message']}" if job.get("message") else ""
             console.print(f"{job['id']} {styled(last)}{extra}")
+        if last == "PENDING" and job["pending_reason"] and job["pending_reason"] != reason:
+            reason = job["pending_reason"]
+            console.print(f"{job['id']} waiting: {reason}")
     if last != "SUCCEEDED":
         raise typer.Exit(1)
 
