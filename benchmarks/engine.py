@@ -36,6 +36,25 @@ def prompts(n: int) -> list[str]:
             for i in range(n)]
 
 
+def make_adapters(engine: object, model_dir: Path, root: Path, count: int) -> list[str]:
+    """``count`` random PEFT LoRA adapters (non-zero B) registered on ``engine``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    names = []
+    for i in range(count):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.normal_(0, 0.02)
+        model.save_pretrained(str(root / f"lora-{i}"))
+        engine.add_lora(f"lora-{i}", root / f"lora-{i}")  # type: ignore[attr-defined]
+        names.append(f"lora-{i}")
+    return names
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="llmos-small", help="llmos family config to create (random init)")
@@ -45,6 +64,8 @@ def main() -> int:
     ap.add_argument("--hf-requests", type=int, default=4, help="requests timed for the one-at-a-time baseline")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--loras", type=int, default=0,
+                    help="also time the same workload spread round-robin over N random PEFT adapters (r=8, q/v)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,7 +80,8 @@ def main() -> int:
     texts = prompts(args.num_prompts)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
 
-    engine = LLMEngine(model_dir, EngineConfig(max_num_seqs=args.num_prompts, kv_cache_gib=0.5, device=args.device))
+    engine = LLMEngine(model_dir, EngineConfig(max_num_seqs=args.num_prompts, kv_cache_gib=0.5, device=args.device,
+                                               max_loras=max(8, args.loras)))
     n_params = sum(t.numel() for t in [engine.model.embed, engine.model.norm]) + sum(
         t.numel() for layer in engine.model.layers for t in layer.values() if t is not None)
     if engine.model.lm_head is not engine.model.embed:
@@ -69,6 +91,16 @@ def main() -> int:
     outs = engine.generate(texts, params)
     llmos_s = time.perf_counter() - t0
     llmos_tokens = sum(len(o.new_token_ids) for o in outs)
+
+    lora_line = ""
+    if args.loras:
+        names = make_adapters(engine, model_dir, Path(tmp.name), args.loras)
+        t0 = time.perf_counter()
+        louts = engine.generate(texts, params, lora_name=[names[i % len(names)] for i in range(len(texts))])
+        lora_s = time.perf_counter() - t0
+        lora_tokens = sum(len(o.new_token_ids) for o in louts)
+        lora_line = (f"llmos engine, prompts spread over {args.loras} LoRA adapters in the same batches: "
+                     f"{lora_tokens} tokens in {lora_s:.2f} s = {lora_tokens / lora_s:.1f} tok/s")
 
     hf = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval().to(engine.device)
     hf_tokens = 0
@@ -92,6 +124,8 @@ def main() -> int:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
     print(f"workload: {args.num_prompts} prompts x {args.max_tokens} output tokens, greedy, EOS ignored")
     print(f"llmos engine (continuous batching): {llmos_tokens} tokens in {llmos_s:.2f} s = {llmos_tps:.1f} tok/s")
+    if lora_line:
+        print(lora_line)
     print(f"transformers generate, one at a time: {hf_tokens} tokens in {hf_s:.2f} s = {hf_tps:.1f} tok/s "
           f"({args.hf_requests} requests timed)")
     print(f"speed-up: {llmos_tps / hf_tps:.1f}x; greedy outputs identical on {same}/{args.hf_requests} timed requests")
