@@ -132,6 +132,9 @@ def test_unknown_adapter_and_params() -> None:
         SamplingParams(max_tokens=2, min_tokens=3)
     with pytest.raises(ValidationError, match="logprobs"):
         SamplingParams(logprobs=21)
+    assert SamplingParams(stop="\n\n").stop == ("\n\n",)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="stop"):
+        SamplingParams(stop=("",))
     with pytest.raises(ValidationError, match="max_num_batched_tokens"):
         EngineConfig(max_num_seqs=8, max_num_batched_tokens=4)
 

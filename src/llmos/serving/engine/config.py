@@ -84,7 +84,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         # Lists are accepted for convenience (JSON bodies) but stored as tuples so the
         # object stays hashable and immutable.
-        object.__setattr__(self, "stop", tuple(self.stop))
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)  # one string, not its characters
+        object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         if self.max_tokens < 1:
             raise ValidationError(f"max_tokens must be >= 1, got {self.max_tokens}")
