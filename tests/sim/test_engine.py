@@ -98,3 +98,10 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
         parse_cluster_spec("v100")
     with pytest.raises(ValidationError, match="round_s"):
         SimConfig(round_s=0)
+
+
+def test_a_job_that_can_never_fit_ends_the_run_unfinished(tmp_path: Path) -> None:
+    tr = read_csv_trace(csv_trace(tmp_path, "arrival_s,duration_s,gang_size\n0,10,1\n0,10,4\n"))
+    r = simulate(tr, build_cluster({"V100": 2}), make_scheduler("default"),
+                 SimConfig(node_mtbf_s=1e6, node_repair_s=10))
+    assert r.jobs == 2 and r.finished == 1

@@ -141,6 +141,7 @@ class Simulator:
         self._heap: list[tuple[float, int, int, str]] = []
         self._seq = 0
         self._tick_pending = False
+        self._arrivals_left = len(self.jobs)
         self._rng = np.random.default_rng(self.cfg.seed)
         self._type_count: dict[str, int] = {}
         for (_n, _d), t in self.dev_type.items():
@@ -179,6 +180,8 @@ class Simulator:
             # Even with nobody waiting a cycle may migrate jobs to devices just freed.
             if self.waiting or self._any_free():
                 self._cycle(t)
+            if not self.running and self._arrivals_left == 0 and all(n.alive for n in self._node_tuple):
+                break  # a healthy idle cluster placed nothing and nothing else will arrive: stuck jobs stay unfinished
             if self.waiting and self.running and not self._tick_pending:
                 self._tick_pending = True
                 self._push(t + self.cfg.tick_s, _TICK, "")
@@ -216,6 +219,7 @@ class Simulator:
     # -- events -------------------------------------------------------------------
     def _handle(self, kind: int, key: str, t: float) -> None:
         if kind == _ARRIVE:
+            self._arrivals_left -= 1
             j = self.by_id[key]
             j.arrived = True
             self.waiting[key] = j
