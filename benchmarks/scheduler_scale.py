@@ -135,13 +135,14 @@ def part2(profile: str, n_jobs: int) -> None:
     trace = synthetic_trace(n_jobs, seed=1)
     nodes = build_cluster({t: 32 for t in TYPES}, devices_per_node=8)
     devices = sum(len(n.devices) for n in nodes)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = simulate(trace, nodes, make_scheduler(profile), SimConfig(restart_overhead_s=30.0))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"RESULT simulated {r.jobs:,} jobs ({r.finished:,} finished) on {devices} devices under {profile} "
-          f"in {wall:.1f} s wall ({r.scheduler_calls:,} scheduler calls); avg JCT {r.avg_jct_s / 3600:.1f} h, "
-          f"utilization {r.utilization:.2f}")
-    print(f"  bound: < 60 s -> {'PASS' if wall < 60 else 'FAIL'}")
+          f"in {wall:.1f} s wall / {cpu:.1f} s CPU ({r.scheduler_calls:,} scheduler calls); "
+          f"avg JCT {r.avg_jct_s / 3600:.1f} h, utilization {r.utilization:.2f}")
+    # CPU time is the fair figure on a shared machine (wall includes time other processes held the core).
+    print(f"  bound: < 60 s -> wall {'PASS' if wall < 60 else 'FAIL'}, CPU {'PASS' if cpu < 60 else 'FAIL'}")
 
 
 def main() -> None:

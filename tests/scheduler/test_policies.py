@@ -186,3 +186,14 @@ def test_every_profile_places_a_simple_job(profile: str) -> None:
     snap = ClusterSnapshot((node("n", devices=2),), pending=(pending("j", 1, workload="resnet"),),
                            throughput=THROUGHPUT)
     assert list(placed(make_scheduler(profile).schedule(snap, 0.0))) == ["j"]
+
+
+def test_tiresias_service_dimension_for_gangs() -> None:
+    from llmos.scheduler.framework import JobView
+    from llmos.scheduler.ordering import TiresiasOrder
+
+    gang = JobView.of_pending(pending("g", devices=1, tasks=4, attained_s=1000))  # 4000 device-seconds
+    assert TiresiasOrder().level(gang, None) == 1  # type: ignore[arg-type]
+    assert TiresiasOrder(service="time").level(gang, None) == 0  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="service"):
+        TiresiasOrder(service="gpu")

@@ -217,8 +217,10 @@ class Capacity:
             total = self.total_by_type.get(device_type, 0)
             if total < need:
                 reasons.append(f"the cluster has only {total} {device_type} devices in all, the job needs {need}")
+            elif have == 0:
+                reasons.append(f"all {total} {device_type} devices are in use (the job needs {need})")
             else:
-                reasons.append(f"{have} {device_type} devices are free, the job needs {need}")
+                reasons.append(f"only {have} of {total} {device_type} devices are free (the job needs {need})")
             return None, reasons
         for st in self.nodes_with_free(device_type, need):
             why = check(st) if check else None

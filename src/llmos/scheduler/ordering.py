@@ -78,9 +78,16 @@ class TiresiasOrder:
     # Geometric (x4) queue thresholds from half a device-hour; measured best of the
     # variants tried on the dev trace (docs/scheduler.md), not tuned per job.
     thresholds_s: tuple[float, ...] = (1800.0, 7200.0, 28800.0, 115200.0)
+    # "device": device-seconds (Tiresias's 2D service: gangs age faster);
+    # "time": wall seconds run, whatever the gang size (Gavel-like per-job fairness).
+    service: str = "device"
+
+    def __post_init__(self) -> None:
+        if self.service not in ("device", "time"):
+            raise ValueError("tiresias service must be 'device' or 'time'")
 
     def level(self, job: JobView, ctx: CycleContext) -> int:
-        svc = job.device_service_s
+        svc = job.device_service_s if self.service == "device" else job.attained_service_s
         return sum(1 for th in self.thresholds_s if svc >= th)
 
     def key(self, job: JobView, ctx: CycleContext) -> tuple[float, ...]:
