@@ -197,3 +197,17 @@ def test_tiresias_service_dimension_for_gangs() -> None:
     assert TiresiasOrder(service="time").level(gang, None) == 0  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="service"):
         TiresiasOrder(service="gpu")
+
+
+def test_cpu_only_gangs_are_all_or_nothing_with_a_reason() -> None:
+    from llmos.core.devices import Node
+
+    n = (Node("local", 4, 16),)
+    run = (running("busy", "local", [], task=0),)  # holds 1 CPU
+    snap = ClusterSnapshot(n, running=run, pending=(pending("g", devices=0, tasks=2, cpus=2),))
+    plan = make_scheduler("default").schedule(snap, 0.0)
+    assert plan.placements == ()
+    assert "only 1 of the job's 2 tasks fit in the free CPUs and RAM" in plan.pending_reasons["g"]
+    snap = ClusterSnapshot(n, running=run, pending=(pending("g", devices=0, tasks=2, cpus=2, priority=5),))
+    plan = make_scheduler("priority").schedule(snap, 0.0)
+    assert [p.job_id for p in plan.preemptions] == ["busy"]

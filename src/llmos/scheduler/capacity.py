@@ -309,6 +309,11 @@ class Capacity:
             self._undo_tail(self._undo, len(placed))
         if not self.nodes:
             reasons.append("no live nodes")
+        elif len(placed) or not reasons:
+            reasons.append(
+                f"only {len(placed)} of the job's {req.num_tasks} tasks fit in the free CPUs and RAM "
+                f"({req.cpus:g} CPUs, {req.memory_gib:g} GiB each)"
+            )
         return None, reasons
 
 
