@@ -46,17 +46,18 @@ class TenantQuota:
     """
 
     name: str = "quota"
-    _demand_for: int = field(default=-1, repr=False)
+    _demand_for: CycleContext | None = field(default=None, repr=False)
     _demand: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     def _waiting_tenants(self, ctx: CycleContext) -> dict[str, set[str]]:
-        if self._demand_for != id(ctx):
+        # Identity, not id(): a new cycle's context may reuse a freed one's address.
+        if self._demand_for is not ctx:
             self._demand = {}
             for p in ctx.snapshot.pending:
                 types = [t for t in ctx.device_types if p.request.allows(t)] if p.request.devices else []
                 for t in types:
                     self._demand.setdefault(t, set()).add(p.tenant)
-            self._demand_for = id(ctx)
+            self._demand_for = ctx
         return self._demand
 
     def filter(self, job: JobView, device_type: str, ctx: CycleContext) -> Status:

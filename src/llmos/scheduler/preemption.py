@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from llmos.scheduler.framework import CycleContext, JobView, QueueOrder
+from llmos.scheduler.throughput import ThroughputModel
 
 
 @dataclass
@@ -90,12 +91,17 @@ class FasterTypeMigration:
 
     name: str = "faster-type"
     min_speedup: float = 1.5
-    _memo: dict[tuple[int, str | None, str, tuple[str, ...]], list[tuple[float, str]]] = field(
+    _memo: dict[tuple[str | None, str, tuple[str, ...]], list[tuple[float, str]]] = field(
         default_factory=dict, repr=False)
+    _memo_model: ThroughputModel | None = field(default=None, repr=False)
 
     def _faster(self, ctx: CycleContext, workload: str | None, cur: str, types: list[str]) -> list[tuple[float, str]]:
         """Types at least ``min_speedup`` faster than ``cur`` for the workload, fastest first."""
-        key = (id(ctx.throughput), workload, cur, tuple(types))
+        if self._memo_model is not ctx.throughput:
+            # A different model (the control plane may build one per loop): start afresh.
+            self._memo_model = ctx.throughput
+            self._memo.clear()
+        key = (workload, cur, tuple(types))
         hit = self._memo.get(key)
         if hit is None:
             here = ctx.throughput.speed(workload, cur)
