@@ -65,7 +65,9 @@ MIGRATIONS: dict[str, Callable[..., Migration]] = {"faster-type": FasterTypeMigr
 class Profile:
     """A named combination of plug-ins and weights.
 
-    ``plugin_args[name]`` are keyword arguments for that plug-in's factory.
+    ``plugin_args[name]`` are keyword arguments for that plug-in's factory
+    (for every plug-in of that name: the ``priority`` queue order and the
+    ``priority`` preemption plug-in would both receive them).
     ``backfill=False`` is strict order: the first job that cannot start
     blocks every job behind it. ``grace_s`` is what victims get to checkpoint.
     """
