@@ -151,10 +151,13 @@ def test_heterogeneity_gives_the_fast_type_to_the_job_that_gains_most() -> None:
 
 def test_migration_moves_a_job_to_a_faster_free_type() -> None:
     nodes = (node("v", "V100", 1), node("k", "K80", 1))
-    run = (running("resnet", "k", ["gpu0"], workload="resnet"),)
-    plan = make_scheduler("default").schedule(ClusterSnapshot(nodes, running=run, throughput=THROUGHPUT), 0.0)
+    run = (running("resnet", "k", ["gpu0"], workload="resnet", started_at=0.0),)
+    snap = ClusterSnapshot(nodes, running=run, throughput=THROUGHPUT)
+    plan = make_scheduler("default").schedule(snap, 1_000.0)
     assert [p.job_id for p in plan.preemptions] == ["resnet"]
     assert "migrating to V100" in plan.preemptions[0].reason
+    # Just (re)started: it stays put for a while, so a job cannot bounce between types.
+    assert make_scheduler("default").schedule(snap, 60.0).preemptions == ()
 
 
 def test_stated_objective_picks_the_slowest_type_corrected_the_fastest() -> None:

@@ -45,7 +45,11 @@ def test_fidelity_fifo_matches_gavel_within_10_percent(trace) -> None:  # type: 
 
 
 def test_default_beats_heterogeneity_agnostic_gavel_while_paying_restarts(trace) -> None:  # type: ignore[no-untyped-def]
+    """What holds (docs/scheduler.md): the issue's 0.8x bound does not, and is not asserted."""
     r = simulate(trace, cluster(), make_scheduler("default"), SimConfig(restart_overhead_s=30))
     assert r.finished == 200
     assert r.avg_jct_s < GAVEL_MAX_MIN_FAIRNESS_S, r.avg_jct_s
     assert r.utilization > 0.7
+    # Worst finish-time fairness no worse than Gavel's policy (re-implemented) under Gavel's semantics.
+    g = simulate(trace, cluster(), make_scheduler("gavel"), SimConfig(round_s=360, restart_overhead_s=0))
+    assert r.worst_rho <= g.worst_rho, (r.worst_rho, g.worst_rho)

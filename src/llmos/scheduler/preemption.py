@@ -91,6 +91,9 @@ class FasterTypeMigration:
 
     name: str = "faster-type"
     min_speedup: float = 1.5
+    # A job must have run this long since its last (re)start before it may move again:
+    # bounds the churn when the next cycle hands the moved job a different type.
+    min_run_s: float = 600.0
     _memo: dict[tuple[str | None, str, tuple[str, ...]], list[tuple[float, str]]] = field(
         default_factory=dict, repr=False)
     _memo_model: ThroughputModel | None = field(default=None, repr=False)
@@ -125,6 +128,8 @@ class FasterTypeMigration:
             cur = r.device_type
             if not r.preemptible or cur is None or not r.devices_total or not ctx.throughput.knows(r.workload):
                 continue  # only measured speed-ups justify a restart
+            if ctx.now - r.started_at < self.min_run_s:
+                continue
             for gain, t in self._faster(ctx, r.workload, cur, types):
                 if free.get(t, 0) >= r.devices_total:
                     cands.append((-gain, r.job_id, t, f"migrating to {t}, {gain:.1f}x faster for its workload"))
