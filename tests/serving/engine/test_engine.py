@@ -152,3 +152,47 @@ def test_kv_cache_too_small_for_request(gqa_dir: Path) -> None:
     assert eng.num_blocks == int(0.0001 * 2**30) // per_block
     with pytest.raises(ValidationError, match="KV cache"):
         eng.add_request("big", [5] * 400, SamplingParams(max_tokens=100))
+
+
+def test_mixed_workload_under_pressure_matches_isolated_runs(gqa_dir: Path) -> None:
+    """Shared prefixes, chunked prefill, preemption and aborts together: every surviving request
+    still gets exactly the tokens it gets alone, and the cache ends empty."""
+    import random
+
+    from llmos.serving.engine.model_runner import kv_bytes_per_block
+
+    rng = random.Random(0)
+    ref_engine = LLMEngine(gqa_dir, EngineConfig(kv_cache_gib=0.02, device="cpu"))
+    shared = ref_engine.encode("A shared system prompt that many requests start with, " * 3)
+    prompts = [[*shared, *(rng.randrange(3, 2000) for _ in range(rng.randrange(1, 30)))] if i % 2 else
+               [rng.randrange(3, 2000) for _ in range(rng.randrange(1, 60))] for i in range(12)]
+    params = [SamplingParams(max_tokens=rng.randrange(1, 20), temperature=0.0, ignore_eos=True) for _ in prompts]
+    expected = [ref_engine.generate([p], sp)[0].new_token_ids for p, sp in zip(prompts, params, strict=True)]
+
+    per_block = kv_bytes_per_block(ref_engine.model_config, 4, ref_engine.dtype)
+    engine = LLMEngine(gqa_dir, EngineConfig(kv_cache_gib=40 * per_block / 2**30, device="cpu", block_size=4,
+                                             max_num_batched_tokens=24, max_num_seqs=6))
+    got: dict[str, list[int]] = {}
+    reasons: dict[str, str | None] = {}
+    pending = list(range(len(prompts)))
+    steps = 0
+    while pending or engine.has_unfinished():
+        if pending and rng.random() < 0.5:
+            i = pending.pop(0)
+            engine.add_request(str(i), prompts[i], params[i])
+            got[str(i)] = []
+        if steps == 7:
+            engine.abort("2")
+        for out in engine.step():
+            got[out.request_id] += out.new_token_ids
+            if out.finished:
+                reasons[out.request_id] = out.finish_reason
+        steps += 1
+    stats = engine.stats()
+    assert stats.num_preemptions > 0 and stats.prefix_cache_hits > 0
+    assert stats.kv_cache_usage == 0.0
+    for i in range(len(prompts)):
+        if reasons[str(i)] == "abort":
+            assert got[str(i)] == expected[i][: len(got[str(i)])]
+        else:
+            assert got[str(i)] == expected[i], i
