@@ -7,10 +7,10 @@ gate/up are fused into one matmul each (fewer kernel launches per layer); LoRA d
 are added to the matching slice of the fused output.
 
 Attention reads K/V from the paged cache through a :class:`BatchMetadata` built by
-the model runner: single-token (decode) rows are batched into one
-``scaled_dot_product_attention`` call over their blocks gathered and padded to the
-longest context with a mask; prefill chunks run one call per sequence with a causal
-mask offset by the tokens already cached.
+the model runner: single-token (decode) rows are batched into two matmuls over their
+blocks gathered and padded to the longest context with an additive mask; prefill
+chunks run one ``scaled_dot_product_attention`` call per sequence with a causal mask
+offset by the tokens already cached.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class BatchMetadata:
     slot_mapping: torch.Tensor  # [T] long, block_id * block_size + offset
     num_decode: int = 0
     decode_block_tables: torch.Tensor | None = None  # [D, max_blocks] long
-    decode_mask: torch.Tensor | None = None  # [D, 1, 1, max_blocks * block_size] bool
+    decode_mask: torch.Tensor | None = None  # [1, D, 1, max_blocks * block_size] additive (0 / -inf)
     prefills: list[PrefillChunk] = field(default_factory=list)
     lora: LoraBatch | None = None
 
@@ -176,7 +176,7 @@ class LlamaModel:
     def forward(self, input_ids: torch.Tensor, meta: BatchMetadata, kv_cache: torch.Tensor) -> torch.Tensor:
         """Hidden states [T, hidden] after the final norm; writes every token's K/V to the cache.
 
-        ``kv_cache`` is [2, layers, num_blocks, block_size, kv_heads, head_dim].
+        ``kv_cache`` is [2, layers, kv_heads, num_blocks, block_size, head_dim].
         """
         cfg = self.cfg
         h = F.embedding(input_ids, self.embed)
@@ -221,26 +221,31 @@ class LlamaModel:
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
                    v_cache: torch.Tensor, meta: BatchMetadata) -> torch.Tensor:
+        """``k_cache``/``v_cache`` are head-major: [kv_heads, num_blocks, block_size, head_dim]."""
         nkv, hd = k.shape[1], k.shape[2]
-        k_flat = k_cache.view(-1, nkv, hd)
-        v_flat = v_cache.view(-1, nkv, hd)
-        k_flat.index_copy_(0, meta.slot_mapping, k)
-        v_flat.index_copy_(0, meta.slot_mapping, v)
+        nb, bs = k_cache.shape[1], k_cache.shape[2]
+        k_cache.view(nkv, nb * bs, hd).index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
+        v_cache.view(nkv, nb * bs, hd).index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
         out = torch.empty_like(q)
         d = meta.num_decode
         gqa = q.shape[1] != nkv
         if d:
             assert meta.decode_block_tables is not None and meta.decode_mask is not None
             bt = meta.decode_block_tables
-            length = bt.shape[1] * k_cache.shape[1]
-            # index_select of whole blocks is a few large memcpys: several times faster than
-            # advanced indexing (k_cache[bt]) or a per-slot gather, and the biggest cost here.
+            length = bt.shape[1] * bs
+            # index_select of whole blocks is a few large memcpys (several times faster than
+            # advanced indexing or a per-slot gather). Head-major blocks make every (head,
+            # sequence) context one contiguous [length, head_dim] matrix, so the two batched
+            # matmuls below read the gathered K/V once, without a transposing copy; this beat
+            # SDPA over a [seq, slot, head] gather by ~25% on a 2-core CPU.
             flat = bt.view(-1)
-            kd = k_cache.index_select(0, flat).view(d, length, nkv, hd).transpose(1, 2)
-            vd = v_cache.index_select(0, flat).view(d, length, nkv, hd).transpose(1, 2)
-            od = F.scaled_dot_product_attention(q[:d].unsqueeze(2), kd, vd, attn_mask=meta.decode_mask,
-                                                scale=self.scale, enable_gqa=gqa)
-            out[:d] = od.squeeze(2)
+            kd = k_cache.index_select(1, flat).view(nkv, d, length, hd)
+            vd = v_cache.index_select(1, flat).view(nkv, d, length, hd)
+            g = q.shape[1] // nkv
+            qd = q[:d].view(d, nkv, g, hd).permute(1, 0, 2, 3)  # [kv_heads, D, group, head_dim]
+            scores = torch.matmul(qd, kd.transpose(-1, -2)).mul_(self.scale).add_(meta.decode_mask)
+            od = torch.matmul(scores.softmax(dim=-1), vd)  # [kv_heads, D, group, head_dim]
+            out[:d] = od.permute(1, 0, 2, 3).reshape(d, q.shape[1], hd)
         for p in meta.prefills:
             rows = slice(p.q_start, p.q_start + p.q_len)
             qs = q[rows].transpose(0, 1)
@@ -248,8 +253,8 @@ class LlamaModel:
                 ks, vs = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
                 o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=self.scale, enable_gqa=gqa)
             else:
-                ks = k_cache.index_select(0, p.block_ids).view(-1, nkv, hd)[: p.ctx_len].transpose(0, 1)
-                vs = v_cache.index_select(0, p.block_ids).view(-1, nkv, hd)[: p.ctx_len].transpose(0, 1)
+                ks = k_cache.index_select(1, p.block_ids).view(nkv, -1, hd)[:, : p.ctx_len]
+                vs = v_cache.index_select(1, p.block_ids).view(nkv, -1, hd)[:, : p.ctx_len]
                 # Query i sits at position ctx_len - q_len + i and sees every slot up to it.
                 qpos = torch.arange(p.ctx_len - p.q_len, p.ctx_len, device=q.device)
                 mask = torch.arange(p.ctx_len, device=q.device)[None, :] <= qpos[:, None]

@@ -1,7 +1,8 @@
 """Runs one engine step on the device: builds the batch layout, calls the model, returns logits.
 
 Owns the paged KV cache, a single preallocated tensor
-``[2, layers, num_blocks, block_size, kv_heads, head_dim]`` sized from ``kv_cache_gib``.
+``[2, layers, kv_heads, num_blocks, block_size, head_dim]`` sized from ``kv_cache_gib``
+(head-major, so a gathered context is contiguous per head; see ``llama.py``).
 Zero-filled on purpose: padded decode slots are masked out, but a masked score is
 ``-inf + x`` and an uninitialised NaN would poison the softmax.
 """
@@ -53,7 +54,7 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.lora = lora
         self.kv_cache = torch.zeros(
-            (2, cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim),
+            (2, cfg.num_hidden_layers, cfg.num_key_value_heads, num_blocks, block_size, cfg.head_dim),
             dtype=model.dtype, device=model.device,
         )
 
@@ -100,7 +101,9 @@ class ModelRunner:
             meta.num_decode = len(decodes)
             meta.decode_block_tables = self._tensor([x for t in tables for x in t]).view(len(decodes), max_blocks)
             arange = torch.arange(max_blocks * bs, device=self.device)
-            meta.decode_mask = (arange[None, :] < ctx[:, None]).view(len(decodes), 1, 1, -1)
+            pad = torch.zeros((len(decodes), max_blocks * bs), dtype=self.model.dtype, device=self.device)
+            pad.masked_fill_(arange[None, :] >= ctx[:, None], float("-inf"))
+            meta.decode_mask = pad.view(1, len(decodes), 1, -1)
         meta.lora = self.lora.build_batch(row_loras, self.device)
         hidden = self.model.forward(self._tensor(input_ids), meta, self.kv_cache)
         sample_logits = self.model.logits(hidden[self._tensor(logit_rows)]) if logit_rows else hidden.new_empty(0)
