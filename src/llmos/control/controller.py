@@ -13,6 +13,11 @@ Job outcomes:
   retries (back to PENDING after ``retry_backoff_s * 2**(failures-1)``) while
   ``failures <= max_retries``, else FAILED with the task's declared error
   reason (or its exit code) as message;
+* a task that reported a heartbeat and then stays silent longer than its
+  ``heartbeat_timeout_s`` while its process lives is hung: stopped
+  (SIGTERM, then SIGKILL after ``stop_grace_s``) and FAILED with reason
+  "no heartbeat for N s", so the job retries from its checkpoint. Tasks that
+  never report (plain commands) are never judged by heartbeats;
 * a task PREEMPTED -> the others are stopped, the job goes back to PENDING
   without counting a failure and resumes from its last checkpoint;
 * ``cancel_requested`` -> tasks stopped with grace, job CANCELLED.
@@ -51,6 +56,7 @@ STOP_CANCEL = "cancel"  # the user cancelled the job
 STOP_GANG = "gang"  # a sibling failed; the whole gang restarts
 STOP_PREEMPT = "preempt"  # the scheduler needs the room
 STOP_RESTART = "restart"  # recorded but never launched before a control-plane crash
+STOP_HUNG = "hung"  # heartbeats stopped while the process lives: a failure, retried
 
 _REQUEUE = {STOP_PREEMPT, STOP_RESTART}
 
@@ -95,6 +101,9 @@ class JobController:
         self._nodes: tuple[Node, ...] = ()
         self._nodes_at = float("-inf")
         self.stats = ControllerStats({}, {})
+        # Silence is measured from no earlier than this: while the control plane was down
+        # workers could not report, so their old heartbeats prove nothing.
+        self._watch_since = clock()
 
     # -- inventory ---------------------------------------------------------------------
     @property
@@ -114,6 +123,7 @@ class JobController:
     # -- restart -----------------------------------------------------------------------
     def recover(self) -> None:
         """Adopt every task the store says is active; settle those that ended meanwhile."""
+        self._watch_since = self.clock()
         self.nodes(force=True)
         with self.store.session() as s:
             active = repo.active_tasks(s)
@@ -164,6 +174,9 @@ class JobController:
                 final = TaskState.CANCELLED
             elif reason in _REQUEUE:
                 final = TaskState.PREEMPTED
+            elif reason == STOP_HUNG:
+                # Whatever the exit code (a runtime may exit 0 on SIGTERM), it did not finish.
+                final = TaskState.FAILED
             message = status.message
             if final in (TaskState.FAILED, TaskState.LOST):
                 declared = task.error_reason or self._declared_error(task.id)
@@ -225,6 +238,8 @@ class JobController:
             if not any(not TaskState(t.state).terminal for t in tasks):
                 repo.set_job_state(s, job, JobState.CANCELLED, message="cancelled by user", now=now)
             return
+        for t in active:
+            self._check_heartbeat(s, t, now)
         failed = [t for t in tasks if t.state in (TaskState.FAILED.value, TaskState.LOST.value)]
         requeued = [t for t in tasks if t.state == TaskState.PREEMPTED.value]
         if failed or requeued:
@@ -244,6 +259,23 @@ class JobController:
         if tasks and all(t.state == TaskState.SUCCEEDED.value for t in tasks):
             job.message = ""
             repo.set_job_state(s, job, JobState.SUCCEEDED, now=now)
+
+    def _check_heartbeat(self, s: Session, task: TaskRow, now: float) -> None:
+        """Stop ``task`` as hung if it reported once and has been silent past its timeout."""
+        timeout = task.heartbeat_timeout_s
+        if (
+            not timeout or timeout <= 0 or task.heartbeat_at is None or task.stop_reason is not None
+            or task.state != TaskState.RUNNING.value
+        ):
+            return
+        silent_s = now - max(task.heartbeat_at, self._watch_since)
+        if silent_s <= timeout:
+            return
+        reason = f"no heartbeat for {timeout:g} s"
+        task.error_reason = reason
+        log.warning("task %s is hung (%s); stopping it", task.id, reason)
+        repo.add_event(s, task.job_id, "hung", f"task {task.index}: {reason}", task_id=task.id, now=now)
+        self._stop(s, task, STOP_HUNG, self.settings.stop_grace_s)
 
     def _job_failed(self, s: Session, job: JobRow, task: TaskRow, now: float) -> None:
         job.failures += 1
@@ -340,6 +372,7 @@ class JobController:
                     device_ids=tp.device_ids, cpus=tp.cpus, memory_gib=tp.memory_gib,
                     log_path=str(log_file), now=now,
                 )
+                task.heartbeat_timeout_s = self.settings.heartbeat_timeout_s
                 _, secret = tokrepo.create_token(s, tenant=job.tenant, role=tokrepo.TASK_ROLE,
                                                  name=f"task {task.id}", task_id=task.id, now=now)
                 env = L.task_env(

@@ -57,10 +57,15 @@ def _v2_registry(conn: Connection) -> None:
     migrate_registry_v2(conn)
 
 
+def _v3_task_heartbeat_timeout(conn: Connection) -> None:
+    add_column_if_missing(conn, "tasks", "heartbeat_timeout_s FLOAT")
+
+
 # The one explicit, ordered list. Append new steps at the end with the next version.
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: tokens, jobs, tasks, events, job_metrics, nodes", _v1_core),
     Migration(2, "model registry: models, model_versions, model_tags", _v2_registry),
+    Migration(3, "tasks.heartbeat_timeout_s: hung-task detection", _v3_task_heartbeat_timeout),
 ]
 
 _meta = MetaData()

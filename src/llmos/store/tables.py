@@ -84,12 +84,16 @@ class TaskRow(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     error_reason: Mapped[str] = mapped_column(Text, default="")
     endpoint: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    # Why the controller asked the task to stop: cancel | preempt | gang | timeout.
+    # Why the controller asked the task to stop: cancel | preempt | gang | restart | hung.
     stop_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The hung-task timeout in force when this attempt launched (migration step 3). A task
+    # that reported once and then stays silent this long is stopped and FAILED; None or
+    # <= 0 disables the check for the attempt.
+    heartbeat_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class EventRow(Base):
