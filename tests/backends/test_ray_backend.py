@@ -113,7 +113,8 @@ def test_task_runs_on_the_chosen_node_with_its_devices(ray_backend: Any, ray_clu
     info = json.loads(out.read_text())
     assert raylet_pid(ray_cluster, 1) in info["ancestors"]  # under the V100 node's raylet
     assert raylet_pid(ray_cluster, 0) not in info["ancestors"]
-    assert info["pgid"] == info["pid"]  # its own process group, so stop reaches all it starts
+    # Its own process group (led by the reaper, its parent), so a stop reaches all it starts.
+    assert info["pgid"] == info["ancestors"][0] != info["ancestors"][1]
     assert info["cuda"] == "" and info["node"] == worker.id and info["ray_vars"] == []
     assert info["home"] == str(tmp_path / "home")
     assert info["cwd"] == str(tmp_path / "home" / "runs" / "t-place")  # same default workdir as local
@@ -236,3 +237,4 @@ def test_task_dies_with_its_actor(ray_backend: Any, tmp_path: Path) -> None:
         time.sleep(0.1)
     alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     assert not alive
+

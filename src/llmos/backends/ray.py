@@ -423,9 +423,11 @@ class RayBackend:
             result = ray.get(tr.wait_ref, timeout=30)
         except ray.exceptions.RayError as e:
             # The actor died before the command ended: its node died, or stop()
-            # killed it before it started. The task's outcome may still be on disk.
+            # killed it before it started.
+            # The task's outcome may be on disk; trust it only if the task had finished:
+            # a dying worker kills its children first, and that kill is the loss itself.
             recorded = _recorded_outcome(task_id, tr.run_dir)
-            if recorded is not None:
+            if recorded is not None and recorded.state == TaskState.SUCCEEDED:
                 return recorded
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             why = "stopped before the task started" if tr.stop_requested else first_line

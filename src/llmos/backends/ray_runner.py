@@ -13,9 +13,15 @@ the outcome from the shared ``LLMOS_HOME``.
 
 One thing the local backend does not need: if the actor itself dies (its
 node's raylet was killed, the node lost power), the task must die with it,
-otherwise the rescheduled attempt would run next to an orphan. The child is
-started with ``PR_SET_PDEATHSIG`` = SIGKILL from a thread that lives exactly as
-long as the child, so the kernel kills the child when the actor process goes.
+otherwise the rescheduled attempt would run next to an orphan. The command
+runs under a tiny reaper (:data:`REAPER`, stdlib only, ``python -I -S``) that
+the kernel sends SIGHUP when the actor goes (``PR_SET_PDEATHSIG``, set from a
+thread that lives exactly as long as the reaper); the reaper then SIGKILLs
+its whole process group, grandchildren included. When Ray itself SIGKILLs the
+dying worker's children (it does on ``ray.kill`` and worker exit), the reaper
+cannot react; the command then dies through its own ``PR_SET_PDEATHSIG``, but
+processes the command started in the background may outlive it. Run the work
+as the command itself (``python -m llmos.runtime`` does), not behind ``sh &``.
 
 Thread-safety: ``wait`` blocks in one actor thread while ``status`` and
 ``stop`` are served by others (the actor runs with ``max_concurrency`` > 1);
@@ -58,7 +64,47 @@ _DROPPED_ENV_PREFIXES = ("RAY_",)
 
 def _die_with_parent() -> None:
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGHUP)
+
+
+# argv: ACTOR_PID CMD... Runs CMD in the reaper's process group and exits the way
+# CMD did (same code, or killed by the same signal). SIGTERM/SIGINT to the group
+# reach CMD; the reaper ignores them so it lives to report. SIGHUP (its parent,
+# the actor, died) kills the group.
+REAPER = r"""
+import os, signal, sys
+def kill_group(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGHUP, kill_group)
+if os.getppid() != int(sys.argv[1]):
+    kill_group()  # the actor died before PDEATHSIG was armed
+cmd = sys.argv[2:]
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        # Ray SIGKILLs a dying worker's children (this reaper among them): then CMD goes too.
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    try:
+        os.execvp(cmd[0], cmd)
+    except OSError as e:
+        sys.stderr.write("[llmos] cannot start %r: %s\n" % (cmd[0], e.strerror or e))
+        sys.stderr.flush()
+        os._exit(127)
+_, status = os.waitpid(pid, 0)
+if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
+os._exit(os.WEXITSTATUS(status))
+"""
 
 
 def task_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -126,7 +172,7 @@ class TaskProcess:
         with log:
             try:
                 proc = subprocess.Popen(
-                    self._command,
+                    [sys.executable, "-I", "-S", "-c", REAPER, str(os.getpid()), *self._command],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -143,8 +189,8 @@ class TaskProcess:
             with self._lock:
                 self._proc = proc
             self._started.set()
-            # This thread stays alive while the child runs: PDEATHSIG fires when
-            # the *thread* that forked the child ends, so it must not end early.
+            # This thread stays alive while the reaper runs: PDEATHSIG fires when
+            # the *thread* that forked it ends, so it must not end early.
             code = proc.wait()
         message = ""
         if code < 0:
