@@ -66,12 +66,21 @@ def evaluate(registry: ModelRegistry, ref: str, n: int) -> dict[str, float]:
     return metrics
 
 
+def pretrain(registry: ModelRegistry, args: argparse.Namespace) -> tuple[str, float, float]:
+    return train(registry, {
+        "kind": "train", "name": "small-pre", "model": "llmos-small", "dataset": "builtin:corpus",
+        "steps": args.pretrain_steps, "batch_size": 8, "seq_len": 64, "lr": 2e-3, "warmup_steps": 10,
+        "checkpoint_every": 50,
+    }, "small-pre", args.home)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, default=Path("/tmp/llmos-quickstart"))
     ap.add_argument("--pretrain-steps", type=int, default=150)
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--eval-examples", type=int, default=100)
+    ap.add_argument("--reuse-pretrained", action="store_true", help="skip step 1 if small-pre is registered")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is fastest on a shared machine (busy cores make OpenMP spin)")
     args = ap.parse_args()
@@ -79,13 +88,15 @@ def main() -> None:
     registry = ModelRegistry.open(args.home)
     t_all = time.perf_counter()
 
-    print(f"1/4 pretrain llmos-small on builtin:corpus ({args.pretrain_steps} steps)", flush=True)
-    pre, t_pre, tps_pre = train(registry, {
-        "kind": "train", "name": "small-pre", "model": "llmos-small", "dataset": "builtin:corpus",
-        "steps": args.pretrain_steps, "batch_size": 8, "seq_len": 64, "lr": 2e-3, "warmup_steps": 10,
-        "checkpoint_every": 50,
-    }, "small-pre", args.home)
-    print(f"  registered {pre} in {t_pre:.0f} s ({tps_pre:.0f} tokens/s)", flush=True)
+    existing = [v for v in registry.versions() if v.name == "small-pre"] if args.reuse_pretrained else []
+    if existing:
+        pre = existing[-1].ref
+        print(f"1/4 reuse the pretrained {pre}", flush=True)
+    else:
+        print(f"1/4 pretrain llmos-small on builtin:corpus ({args.pretrain_steps} steps)", flush=True)
+        pre, t_pre, tps_pre = pretrain(registry, args)
+        print(f"  registered {pre} in {t_pre:.0f} s ({tps_pre:.0f} tokens/s)", flush=True)
+
 
     print("2/4 evaluate before fine-tuning", flush=True)
     before = evaluate(registry, pre, args.eval_examples)
@@ -93,8 +104,8 @@ def main() -> None:
     print(f"3/4 LoRA-fine-tune {pre} on builtin:addition ({args.finetune_steps} steps)", flush=True)
     adapter, t_ft, tps_ft = train(registry, {
         "kind": "finetune", "name": "adder", "base_model": pre, "dataset": "builtin:addition", "method": "lora",
-        "lora_r": 16, "lora_alpha": 32, "steps": args.finetune_steps, "batch_size": 16, "seq_len": 48,
-        "lr": 3e-3, "warmup_steps": 10, "checkpoint_every": 100,
+        "lora_r": 16, "lora_alpha": 32, "lora_targets": "all", "steps": args.finetune_steps, "batch_size": 16,
+        "seq_len": 48, "lr": 1e-3, "warmup_steps": 10, "checkpoint_every": 100,
     }, "adder", args.home)
     print(f"  registered {adapter} (adapter of {pre}) in {t_ft:.0f} s ({tps_ft:.0f} tokens/s)", flush=True)
 

@@ -82,6 +82,8 @@ def test_family_shapes_match_the_real_models():
         assert memory.ModelShape.from_hf_config(m.config.to_dict()).num_params == shape.num_params
         lora = apply_lora(m, TrainConfig(steps=1, method="lora", lora_r=8))
         assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == memory.lora_params(shape, 8)
+        every = apply_lora(create_model(name), TrainConfig(steps=1, method="lora", lora_r=4, lora_targets="all"))
+        assert sum(p.numel() for p in every.parameters() if p.requires_grad) == memory.lora_params(shape, 4, "all")
 
 
 def test_lora_needs_less_than_full_and_kv_grows_linearly():

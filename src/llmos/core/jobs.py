@@ -132,6 +132,9 @@ class FinetuneSpec(TrainSpec):
     lora_r: int = Field(8, ge=1, le=1024)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: Literal["attention", "all"] = Field(
+        "attention", description="LoRA on q/k/v/o only, or on every linear layer (MLP too)"
+    )
     lr: float = Field(1e-3, gt=0, le=10)
 
 

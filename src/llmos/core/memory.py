@@ -82,11 +82,13 @@ FAMILY_SHAPES: Mapping[str, ModelShape] = {
 }
 
 
-def lora_params(shape: ModelShape, r: int, targets: int = 4) -> int:
-    """Parameters of rank-``r`` LoRA on q, k, v, o of every layer."""
+def lora_params(shape: ModelShape, r: int, targets: Literal["attention", "all"] = "attention") -> int:
+    """Parameters of rank-``r`` LoRA on q, k, v, o of every layer (``all``: the MLP's too)."""
     kv_out = shape.num_kv_heads * shape.head_dim
     per_layer = r * (shape.hidden_size + shape.hidden_size) * 2 + r * (shape.hidden_size + kv_out) * 2
-    return shape.num_layers * per_layer * targets // 4
+    if targets == "all":
+        per_layer += 3 * r * (shape.hidden_size + shape.intermediate_size)
+    return shape.num_layers * per_layer
 
 
 def weights_bytes(shape: ModelShape, dtype: str = "fp32") -> int:
@@ -123,10 +125,11 @@ def train_bytes(
     method: Literal["full", "lora"] = "full",
     precision: str = "fp32",
     lora_r: int = 8,
+    lora_targets: Literal["attention", "all"] = "attention",
 ) -> int:
     """Peak bytes of one AdamW training step (weights kept in fp32; bf16 is autocast)."""
     weights = weights_bytes(shape, "fp32")
-    trainable = (shape.num_params if method == "full" else lora_params(shape, lora_r)) * FP32_BYTES
+    trainable = (shape.num_params if method == "full" else lora_params(shape, lora_r, lora_targets)) * FP32_BYTES
     acts = activation_bytes(shape, batch, seq_len, precision)
     backward_peak = weights + acts + trainable
     step_peak = weights + trainable * 3 + int(trainable * OPTIMIZER_TEMP_FRACTION)
@@ -151,6 +154,7 @@ def estimate_job_bytes(spec: Mapping[str, Any], shape: ModelShape) -> int:
         need = train_bytes(
             shape, int(spec.get("batch_size", 8)), int(spec.get("seq_len", 128)),
             method=method, precision=str(spec.get("precision", "fp32")), lora_r=int(spec.get("lora_r", 8)),
+            lora_targets="all" if spec.get("lora_targets") == "all" else "attention",
         )
     elif kind == "serve":
         kv = float(spec.get("kv_cache_gib", 0.5)) * GIB

@@ -13,11 +13,13 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmos.core.jobs import BatchSpec, EvalSpec, FinetuneSpec, TrainSpec
 from llmos.errors import ValidationError
+from llmos.models.registry import ModelRegistry
 from llmos.runtime.context import WorkerContext
 
 EXIT_OK = 0
@@ -45,18 +47,31 @@ def _samples_needed(spec: TrainSpec, world: int) -> int:
     return spec.steps * spec.batch_size * spec.grad_accum * world
 
 
-def run_train(ctx: WorkerContext) -> int:
-    """``train`` (from a family config) and ``finetune`` (full or LoRA on a registered base)."""
-    import torch
+@dataclass
+class TrainingSetup:
+    """Everything a ``train`` / ``finetune`` run needs, built from its spec (no I/O to the control plane)."""
 
+    model: Any
+    tokenizer: Any
+    samples: list[Any]
+    config: Any
+    method: str
+    base_ref: str | None
+    base_dir: Path | None
+
+
+def prepare_training(spec: TrainSpec, registry: ModelRegistry, world_size: int = 1) -> TrainingSetup:
+    """Load the base (or build the config), the data and the training config of ``spec``.
+
+    Deterministic: the same spec gives the same model, samples and order, which
+    is what makes a resumed run match an uninterrupted one.
+    """
     from llmos.models.family import create_model
     from llmos.models.loading import load_hf_dir, load_tokenizer_dir
-    from llmos.runtime.data import SampleStream, load_samples
-    from llmos.runtime.trainer import StepReport, TrainConfig, Trainer, save_trained
+    from llmos.models.tokenizer import load_tokenizer
+    from llmos.runtime.data import load_samples
+    from llmos.runtime.trainer import TrainConfig
 
-    spec = ctx.spec
-    assert isinstance(spec, TrainSpec)
-    registry = ctx.registry()
     base_ref: str | None = None
     base_dir: Path | None = None
     if isinstance(spec, FinetuneSpec):
@@ -64,29 +79,40 @@ def run_train(ctx: WorkerContext) -> int:
         if base.is_adapter:
             raise ValidationError(f"base_model {base.ref} is an adapter; fine-tune its base {base.base} instead")
         base_ref, base_dir = base.ref, registry.path(base)
-        model: torch.nn.Module = load_hf_dir(base_dir)
+        model = load_hf_dir(base_dir)
         tok = load_tokenizer_dir(base_dir)
         method = spec.method
     else:
         model = create_model(spec.model, seed=spec.seed)
-        from llmos.models.tokenizer import load_tokenizer
-
         tok = load_tokenizer()
         method = "full"
-    need = _samples_needed(spec, ctx.world_size)
+    need = _samples_needed(spec, world_size)
     samples = load_samples(
         spec.dataset, spec.seq_len, n_examples=min(5000, max(500, need)),
         n_docs=min(20000, max(200, need * spec.seq_len // 40)), seed=spec.seed,
     )
-    _log(f"{spec.kind} {spec.name}: {len(samples)} samples from {spec.dataset}, method={method}, "
-         f"rank {ctx.rank}/{ctx.world_size}")
     cfg = TrainConfig(
         steps=spec.steps, batch_size=spec.batch_size, grad_accum=spec.grad_accum, lr=spec.lr,
         warmup_steps=spec.warmup_steps, precision=spec.precision, checkpoint_every=spec.checkpoint_every,
-        seed=spec.seed, method=method,
+        seed=spec.seed, method="lora" if method == "lora" else "full",
         lora_r=getattr(spec, "lora_r", 8), lora_alpha=getattr(spec, "lora_alpha", 16.0),
-        lora_dropout=getattr(spec, "lora_dropout", 0.0),
+        lora_dropout=getattr(spec, "lora_dropout", 0.0), lora_targets=getattr(spec, "lora_targets", "attention"),
     )
+    return TrainingSetup(model, tok, samples, cfg, method, base_ref, base_dir)
+
+
+def run_train(ctx: WorkerContext) -> int:
+    """``train`` (from a family config) and ``finetune`` (full or LoRA on a registered base)."""
+    from llmos.runtime.data import SampleStream
+    from llmos.runtime.trainer import StepReport, Trainer, save_trained
+
+    spec = ctx.spec
+    assert isinstance(spec, TrainSpec)
+    registry = ctx.registry()
+    setup = prepare_training(spec, registry, ctx.world_size)
+    base_ref, base_dir, method, cfg, tok = setup.base_ref, setup.base_dir, setup.method, setup.config, setup.tokenizer
+    _log(f"{spec.kind} {spec.name}: {len(setup.samples)} samples from {spec.dataset}, method={method}, "
+         f"rank {ctx.rank}/{ctx.world_size}")
 
     def on_step(r: StepReport) -> None:
         _log(f"step {r.step}/{r.total_steps} loss {r.loss:.4f} lr {r.lr:.2e} tokens/s {r.tokens_per_s:.0f}")
@@ -103,7 +129,7 @@ def run_train(ctx: WorkerContext) -> int:
     if ckpt_dir is not None and (ckpt_dir / "LATEST").exists():
         _log(f"resuming from {ckpt_dir / (ckpt_dir / 'LATEST').read_text().strip()}")
     trainer = Trainer(
-        model, SampleStream(samples, seed=spec.seed), cfg, pad_id=int(tok.pad_token_id or 0),
+        setup.model, SampleStream(setup.samples, seed=spec.seed), cfg, pad_id=int(tok.pad_token_id or 0),
         checkpoint_dir=ckpt_dir, on_step=on_step, on_checkpoint=on_checkpoint, should_stop=StopFlag(ctx),
     )
     result = trainer.run()

@@ -29,6 +29,7 @@ from llmos.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from llmos.runtime.data import SampleStream
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_TARGETS_ALL = (*LORA_TARGETS, "gate_proj", "up_proj", "down_proj")
 MIN_LR_RATIO = 0.1
 
 
@@ -54,6 +55,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
+    lora_targets: Literal["attention", "all"] = "attention"
     log_every: int = 1
     max_grad_norm: float = 1.0
 
@@ -123,7 +125,7 @@ def apply_lora(model: torch.nn.Module, cfg: TrainConfig) -> PeftModel:
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; floats are used as-is
         lora_dropout=cfg.lora_dropout,
-        target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM", bias="none",
+        target_modules=list(LORA_TARGETS_ALL if cfg.lora_targets == "all" else LORA_TARGETS), task_type="CAUSAL_LM", bias="none",
     )
     return get_peft_model(model, lora)
 
