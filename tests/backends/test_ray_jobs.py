@@ -161,8 +161,13 @@ def test_node_death_resumes_the_job_on_the_survivor(llmos_system: Any, ray_clust
         ray_cluster.kill_raylet(1)
         killed_at = time.time()
         done = c.wait(job_id, timeout_s=120)
+        wait_until(lambda: not any(n["alive"] for n in c.nodes() if n["id"] == worker_id), 30,
+                   "the dead node shown not alive")
     finally:
         restore_test_worker()
+    # A node that joins is noticed too (the restored worker: a new Ray node id, same V100).
+    fresh = [n for n in llmos_system.plane.backend.inventory() if n.alive and n.devices_of_type("V100")]
+    assert fresh and fresh[0].id != worker_id
 
     assert done["state"] == "SUCCEEDED", json.dumps(
         {"job": done, "events": c.events(done["id"])}, indent=1, default=str
@@ -187,3 +192,16 @@ def test_node_death_resumes_the_job_on_the_survivor(llmos_system: Any, ray_clust
           f"new attempt started {starts[1]['t'] - killed_at:.2f}s after it")
     assert all(r["pid"] == new_pid for r in recs if r["t"] > starts[1]["t"])
     assert "from step" in c.logs_text(job_id)
+
+
+@pytest.mark.timeout(240)
+def test_train_job_kind_runs_on_both_backends(llmos_system: Any) -> None:
+    """A real model job (python -m llmos.runtime, tiny model) runs the same way on either backend."""
+    c = llmos_system.client
+    job = c.submit({"kind": "train", "name": "tiny-train", "model": "llmos-tiny", "steps": 3, "batch_size": 2,
+                    "seq_len": 32, "checkpoint_every": 2, "warmup_steps": 1,
+                    "resources": {"cpus": 1, "memory_gib": 1}})
+    done = c.wait(job["id"], timeout_s=200)
+    assert done["state"] == "SUCCEEDED", json.dumps({"job": done, "log": c.logs_text(job["id"])[-3000:]})
+    assert done["progress"].get("step") == 3
+    assert done["checkpoint"].get("step") in (2, 3)
