@@ -205,3 +205,22 @@ def test_train_job_kind_runs_on_both_backends(llmos_system: Any) -> None:
     assert done["state"] == "SUCCEEDED", json.dumps({"job": done, "log": c.logs_text(job["id"])[-3000:]})
     assert done["progress"].get("step") == 3
     assert done["checkpoint"].get("step") in (2, 3)
+
+
+@pytest.mark.parametrize("name", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
+@pytest.mark.timeout(120)
+def test_the_shared_harness_runs_on_both_backends(name: str, tmp_path: Path, request: Any) -> None:
+    """What other test directories use: run_control_plane(home, **backend_settings(name))."""
+    from llmos.api.harness import run_control_plane
+    from llmos.backends.ray_cluster import backend_settings
+
+    if name == "ray":
+        request.getfixturevalue("ray_cluster")
+    with run_control_plane(tmp_path / "home", loop_interval_s=0.1, **backend_settings(name)) as cp:
+        assert cp.plane.backend.name == name
+        c = cp.client()
+        job = c.submit({"kind": "command", "name": "hello", "command": ["sh", "-c", "echo hi from $LLMOS_TASK_ID"],
+                        "resources": {"cpus": 0.5, "memory_gib": 0.5}})
+        done = c.wait(job["id"], timeout_s=60)
+        assert done["state"] == "SUCCEEDED", done
+        assert "hi from" in c.logs_text(job["id"])

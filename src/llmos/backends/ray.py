@@ -97,6 +97,7 @@ class _Tracked:
     run_dir: Path
     gang: str | None = None
     stop_requested: bool = False
+    force_stopped: bool = False  # stop(grace_s <= 0): nothing left to wait for
 
 
 @dataclass
@@ -360,6 +361,7 @@ class RayBackend:
         if tr.stop_requested and grace_s > 0:
             return  # the controller repeats stops every tick; the actor is already on it
         tr.stop_requested = True
+        tr.force_stopped = tr.force_stopped or grace_s <= 0
         if tr.ready_ref is not None:
             ready, _ = self._ray.wait([tr.ready_ref], timeout=0, fetch_local=False)
             if not ready:
@@ -496,9 +498,23 @@ class RayBackend:
         return outcome
 
     def close(self) -> None:
-        """Stop watching; running tasks keep running (detached actors) unless Ray itself was ours."""
+        """Stop watching; running tasks keep running (detached actors) unless Ray itself was ours.
+
+        Actors whose task already ended, or was force-stopped, are killed: nobody
+        would poll them again, and they would hold their resources until an adopt.
+        Their outcome stays in ``RUN_DIR/exit.json``.
+        """
         with self._lock:
+            items = list(self._tasks.values())
             self._tasks.clear()
+        if items:
+            with contextlib.suppress(Exception):
+                refs = [tr.wait_ref for tr in items]
+                done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+                ended = set(done)
+                for tr in items:
+                    if tr.force_stopped or tr.wait_ref in ended:
+                        self._ray.kill(tr.actor, no_restart=True)
         self._gangs.clear()
         if self._owns_ray:
             self._ray.shutdown()

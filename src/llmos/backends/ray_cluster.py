@@ -290,3 +290,16 @@ def stop_shared_test_cluster() -> None:
             ray.shutdown()  # disconnect this process's driver before its cluster goes
         _shared.stop()
         _shared = None
+
+
+def backend_settings(name: str) -> dict[str, str]:
+    """Settings overrides that run a control plane on backend ``name`` in tests.
+
+    ``"local"`` -> ``{}``; ``"ray"`` -> the shared two-node test cluster. Use with
+    ``llmos.api.harness.run_control_plane(home, **backend_settings(name))``.
+    """
+    if name == "local":
+        return {}
+    if name == "ray":
+        return {"backend": "ray", "ray_address": shared_test_cluster().address}
+    raise ValueError(f"unknown backend {name!r}; expected 'local' or 'ray'")
