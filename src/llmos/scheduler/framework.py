@@ -90,6 +90,16 @@ class JobView:
     device_type: str | None = None  # type the running job holds
     last_checkpoint_at: float | None = None
     started_at: float = 0.0
+    spec_steps: float | None = None  # the spec's requested work (steps), if known
+    steps_done: float = 0.0  # progress reported so far
+    observed_throughput: float | None = None  # steps/s reported by the running job
+
+    @property
+    def remaining_steps(self) -> float | None:
+        """Spec steps not yet done (never below 0), or ``None`` if the spec names no work."""
+        if self.spec_steps is None:
+            return None
+        return max(0.0, self.spec_steps - self.steps_done)
 
     @property
     def devices_total(self) -> int:
@@ -106,7 +116,7 @@ class JobView:
             job_id=p.job_id, tenant=p.tenant, priority=p.priority, preemptible=p.preemptible,
             submitted_at=p.submitted_at, attained_service_s=p.attained_service_s,
             num_tasks=p.num_tasks, request=p.request, workload=p.workload,
-            estimated_duration_s=p.estimated_duration_s,
+            estimated_duration_s=p.estimated_duration_s, spec_steps=p.spec_steps, steps_done=p.steps_done,
         )
 
     @staticmethod
@@ -118,7 +128,7 @@ class JobView:
             return JobView(t0.job_id, t0.tenant, t0.priority, t0.preemptible, t0.submitted_at,
                            t0.attained_service_s, max(1, t0.num_tasks), req, t0.workload,
                            t0.estimated_duration_s, True, (t0,), device_type, t0.last_checkpoint_at,
-                           t0.started_at)
+                           t0.started_at, t0.spec_steps, t0.steps_done, t0.observed_throughput)
         ckpts = [t.last_checkpoint_at for t in tasks if t.last_checkpoint_at is not None]
         return JobView(
             job_id=t0.job_id, tenant=t0.tenant, priority=t0.priority,
@@ -128,7 +138,11 @@ class JobView:
             estimated_duration_s=t0.estimated_duration_s,
             running=True, tasks=tuple(tasks), device_type=device_type,
             last_checkpoint_at=min(ckpts) if len(ckpts) == len(tasks) else None,
-            started_at=min(t.started_at for t in tasks),
+            started_at=min(t.started_at for t in tasks), spec_steps=t0.spec_steps,
+            # A gang progresses in lock-step; the slowest report is the safe one.
+            steps_done=min(t.steps_done for t in tasks),
+            observed_throughput=min((t.observed_throughput for t in tasks if t.observed_throughput is not None),
+                                    default=None),
         )
 
     def lost_work_s(self, now: float) -> float:

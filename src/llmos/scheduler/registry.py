@@ -22,6 +22,7 @@ from llmos.scheduler.ordering import (
     LeastAttainedOrder,
     PriorityOrder,
     ShortestEstimateOrder,
+    ShortestRemainingOrder,
     TiresiasOrder,
 )
 from llmos.scheduler.preemption import (
@@ -40,6 +41,7 @@ QUEUE_ORDERS: dict[str, Callable[..., QueueOrder]] = {
     "gittins": GittinsOrder,
     "drf": DominantResourceOrder,
     "sjf-estimate": ShortestEstimateOrder,
+    "srpt": ShortestRemainingOrder,
 }
 FILTERS: dict[str, Callable[..., Filter]] = {
     "type-available": TypeAvailable,
@@ -194,6 +196,11 @@ for _p in (
             migration=("faster-type",)),
     Profile("tiresias-hetero", "Tiresias 2D-LAS order with Gavel-style type allocation.",
             filters=("type-available", "quota", "max-throughput"), queue_order="tiresias", scores={"max-throughput": 1.0},
+            preemption=("priority", "quota-reclaim", "queue-order"), migration=("faster-type",)),
+    Profile("srpt-hetero", "Shortest remaining time first from the spec's steps minus the steps done "
+            "(least attained service when the spec names no work), Gavel-style type allocation, migration "
+            "to faster free types.",
+            filters=("type-available", "quota", "max-throughput"), queue_order="srpt", scores={"max-throughput": 1.0},
             preemption=("priority", "quota-reclaim", "queue-order"), migration=("faster-type",)),
     Profile("gittins-hetero", "Gittins-index order with Gavel-style type allocation.",
             filters=("type-available", "quota", "max-throughput"), queue_order="gittins", scores={"max-throughput": 1.0},

@@ -38,6 +38,11 @@ class RunningTask:
     observed_throughput: float | None = None  # work units/s the job reports (steps/s)
     num_tasks: int = 1  # size of the job's gang (all its tasks run together)
     estimated_duration_s: float | None = None  # the user's own estimate, if any
+    # The work the job was launched with (its spec's ``steps``; Gavel's total_steps),
+    # ``None`` when the spec names none, and the progress the task has reported so far.
+    # Remaining time = (spec_steps - steps_done) / throughput is what a live system knows.
+    spec_steps: float | None = None
+    steps_done: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class PendingJob:
     workload: str | None = None
     estimated_duration_s: float | None = None
     kind: str = "command"
+    spec_steps: float | None = None  # work requested in the spec (steps), if it names any
+    steps_done: float = 0.0  # progress reported (and checkpointed) by earlier attempts
 
     def __post_init__(self) -> None:
         if self.num_tasks < 1:

@@ -83,3 +83,71 @@ class ThroughputModel:
 
 CATALOG_MODEL = ThroughputModel()
 """A model with no measurements: every speed comes from the catalog."""
+
+
+@dataclass(frozen=True)
+class ThroughputSample:
+    """One measured rate: a task of ``workload`` ran ``steps_per_s`` on ``device_type``.
+
+    The live control plane derives these from what tasks report (steps over
+    time); ``device_type`` is ``"cpu"`` for tasks that hold no accelerator.
+    """
+
+    workload: str
+    device_type: str
+    steps_per_s: float
+
+
+def catalog_speed(device_type: str) -> float:
+    """A relative speed from the catalog: the geometric mean of peak TFLOPS and
+    memory bandwidth (training steps are partly compute-, partly memory-bound).
+    Good for scaling a measurement to a type never measured, not as an absolute."""
+    dt = DEVICE_CATALOG.get(canonical_device_type(device_type))
+    if dt is None:
+        return 1.0
+    return float((dt.bf16_tflops * dt.mem_bandwidth_gbs) ** 0.5)
+
+
+def rate_from_progress(points: Iterable[tuple[float, float]]) -> float | None:
+    """Steps/s from one task's ``(time_s, step)`` reports, or ``None`` if they
+    span no time or no progress. Uses the first and last report, so an early
+    slow step (warm-up) weighs in only once."""
+    pts = sorted(points)
+    if len(pts) < 2:
+        return None
+    (t0, s0), (t1, s1) = pts[0], pts[-1]
+    if t1 - t0 <= 0 or s1 - s0 <= 0:
+        return None
+    return (s1 - s0) / (t1 - t0)
+
+
+def measured_model(samples: Iterable[ThroughputSample], device_types: Iterable[str] = ()) -> ThroughputModel:
+    """The throughput model the live scheduler uses, built from measurements.
+
+    Per (workload, device type): the median of its samples (robust to one slow
+    run). For each measured workload, every type in ``device_types`` that was
+    never measured gets an estimate: the workload's best-measured type scaled
+    by :func:`catalog_speed` ratios. (An unmeasured pair must not read as 0,
+    which would mean "cannot run there".) Workloads never measured stay out of
+    the table, so the scheduler falls back to the catalog for them. Pure.
+    """
+    rates: dict[str, dict[str, list[float]]] = {}
+    for s in samples:
+        if s.steps_per_s > 0:
+            rates.setdefault(s.workload, {}).setdefault(canonical_device_type(s.device_type), []).append(s.steps_per_s)
+    types = [canonical_device_type(t) for t in device_types]
+    table: dict[str, dict[str, float]] = {}
+    for workload, per_type in rates.items():
+        row = {t: _median(v) for t, v in per_type.items()}
+        ref = max(row, key=lambda t: (len(per_type[t]), row[t]))
+        for t in types:
+            if t not in row:
+                row[t] = row[ref] * catalog_speed(t) / catalog_speed(ref)
+        table[workload] = row
+    return ThroughputModel(table)
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0

@@ -263,6 +263,7 @@ class Simulator:
                     attained_service_s=j.attained + (t - j.run_start),
                     observed_throughput=j.rate if t > j.progress_start else None,
                     num_tasks=j.spec.num_tasks, estimated_duration_s=j.spec.estimated_duration_s,
+                    spec_steps=j.spec.spec_steps, steps_done=j.spec.work - j.remaining + j.done_at(t),
                 ))
         pending = []
         for j in self.waiting.values():
@@ -272,6 +273,8 @@ class Simulator:
                     priority=j.spec.priority, preemptible=j.spec.preemptible, submitted_at=j.spec.arrival_s,
                     attained_service_s=j.attained, workload=j.spec.workload,
                     estimated_duration_s=j.spec.estimated_duration_s, kind="train",
+                    # What it executed, never the future: progress kept at its last stop.
+                    spec_steps=j.spec.spec_steps, steps_done=j.spec.work - j.remaining,
                 )
             pending.append(j.pending)
         return ClusterSnapshot(nodes=self._node_tuple, running=tuple(running), pending=tuple(pending),

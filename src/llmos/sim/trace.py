@@ -38,6 +38,10 @@ class TraceJob:
     estimated_duration_s: float | None = None
     cpus: float = 0.0
     memory_gib: float = 0.0
+    # The work the job's spec asks for (Gavel's total_steps, passed to the command):
+    # a live system knows it. ``None``: the spec names no work and policies must not
+    # learn it (``work`` is the simulator's hidden truth).
+    spec_steps: float | None = None
 
     def __post_init__(self) -> None:
         if self.arrival_s < 0 or not math.isfinite(self.arrival_s):
@@ -116,7 +120,7 @@ def read_gavel_trace(path: str | Path, throughputs: ThroughputModel) -> Trace:
             raise ValidationError(f"{p}:{n}: no throughput for workload {workload!r} in the throughputs file")
         try:
             jobs.append(TraceJob(f"job{len(jobs)}", arrival, steps, workload, num_tasks=scale,
-                                 devices_per_task=1, device_types=types))
+                                 devices_per_task=1, device_types=types, spec_steps=steps))
         except ValueError as e:
             raise ValidationError(f"{p}:{n}: {e}") from None
     if not jobs:
@@ -125,7 +129,7 @@ def read_gavel_trace(path: str | Path, throughputs: ThroughputModel) -> Trace:
 
 
 CSV_COLUMNS = ("arrival_s", "work", "duration_s", "gang_size", "devices_per_task", "device_types",
-               "tenant", "priority", "workload", "preemptible", "estimated_duration_s")
+               "tenant", "priority", "workload", "preemptible", "estimated_duration_s", "spec_steps")
 
 
 def read_csv_trace(path: str | Path, throughputs: ThroughputModel | None = None) -> Trace:
@@ -133,7 +137,8 @@ def read_csv_trace(path: str | Path, throughputs: ThroughputModel | None = None)
     ``work``/``duration_s`` are required): arrival_s, work | duration_s,
     gang_size (tasks, default 1), devices_per_task (default 1), device_types
     (``|``-separated, default any type the throughputs know or V100), tenant,
-    priority, workload, preemptible, estimated_duration_s.
+    priority, workload, preemptible, estimated_duration_s, spec_steps (the
+    work the job's spec names, which policies may see; `work` stays hidden).
 
     ``duration_s`` without a throughputs file means "seconds on any allowed
     type" (every type runs it at 1 unit/s).
@@ -184,12 +189,14 @@ def _csv_job(row: Mapping[str, str], index: int, model: dict[str, dict[str, floa
     if not types:
         types = tuple(t for t, v in model[workload].items() if v > 0)
     est = get("estimated_duration_s")
+    spec = get("spec_steps")
     return TraceJob(
         job_id=f"job{index}", arrival_s=float(get("arrival_s")), work=amount, workload=workload,
         num_tasks=int(get("gang_size", "1")), devices_per_task=int(get("devices_per_task", "1")),
         device_types=types, tenant=get("tenant", "default"), priority=int(get("priority", "0")),
         preemptible=get("preemptible", "true").lower() in ("1", "true", "yes"),
         estimated_duration_s=float(est) if est else None,
+        spec_steps=float(spec) if spec else None,
     )
 
 
