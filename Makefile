@@ -32,6 +32,7 @@ test: lint unit
 # Every figure the README quotes; each script prints the figure and how it was obtained.
 bench: setup
 	$(PY) benchmarks/control_plane.py
+	$(PY) benchmarks/serving.py --baseline-requests 8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
