@@ -238,3 +238,20 @@ def test_task_dies_with_its_actor(ray_backend: Any, tmp_path: Path) -> None:
     alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     assert not alive
 
+
+
+def test_a_gang_that_cannot_start_settles_its_held_members(ray_backend: Any, tmp_path: Path) -> None:
+    """Member 1's launch fails: member 0, held back for the gang, ends LOST when stopped; no actor ran."""
+    from llmos.errors import BackendError
+
+    head, worker = nodes_by_role(ray_backend)
+    ok = launch_of("bad-gang-0", worker, ["true"], tmp_path, job_id="job-bad", gang_size=2, gang_index=0)
+    bad = launch_of("bad-gang-1", head, ["true"], tmp_path, job_id="job-bad", gang_size=2, gang_index=1,
+                    device_ids=("v100-0",))  # the head has no V100
+    h0 = ray_backend.launch(ok)
+    with pytest.raises(BackendError, match="no device"):
+        ray_backend.launch(bad)
+    ray_backend.stop(h0, grace_s=5.0)  # what the controller does to the siblings of a failed member
+    got = wait_for(ray_backend, {"bad-gang-0"}, timeout_s=5)
+    assert got["bad-gang-0"].state == TaskState.LOST
+    assert not (tmp_path / "home" / "runs" / "bad-gang-0" / "launch.json").exists()
