@@ -70,3 +70,18 @@ def test_model_too_big_for_budget_and_bad_specs(tiny_dir: Path, tmp_path: Path) 
         ModelSpec("x", tmp_path)
     with pytest.raises(ValidationError, match="already in use"):
         manager.register(ModelSpec("a", tiny_dir))
+
+
+def test_corrupt_model_is_an_error_body_not_a_crash(tiny_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    manager = ModelManager(ManagerConfig())
+    manager.register(ModelSpec("broken", broken, kv_cache_gib=KV_GIB))
+    with ServerThread(create_app(manager)) as server:
+        r = httpx.post(f"{server.url}/v1/completions", json={"model": "broken", "prompt": "x", "max_tokens": 2})
+        assert r.status_code in (400, 503), r.text
+        assert r.json()["error"]["code"] in ("model_load_failed", "invalid_request")
+        assert httpx.get(f"{server.url}/health").status_code == 200

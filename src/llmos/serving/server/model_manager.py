@@ -46,6 +46,13 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class ModelLoadFailed(LLMOSError):
+    """The model's files are there but could not be loaded (corrupt weights, OOM)."""
+
+    code = "model_load_failed"
+    http_status = 503
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model this replica can serve. ``keep_alive_s`` None means the manager default."""
@@ -242,7 +249,13 @@ class ModelManager:
                 if model is None:
                     await self._make_room(spec)
                     log.info("loading model %s from %s", name, spec.path)
-                    model = await asyncio.to_thread(_load, spec)
+                    try:
+                        model = await asyncio.to_thread(_load, spec)
+                    except LLMOSError:
+                        raise
+                    except Exception as e:
+                        log.exception("loading %s failed", name)
+                        raise ModelLoadFailed(f"model {name} failed to load: {type(e).__name__}: {e}") from e
                     self._loaded[name] = model
         assert model is not None
         if lease:
