@@ -44,7 +44,7 @@ def train(registry: ModelRegistry, spec_dict: dict, out_name: str, home: Path) -
 
     t0 = time.perf_counter()
     result = Trainer(setup.model, SampleStream(setup.samples, seed=0), setup.config,
-                     pad_id=int(setup.tokenizer.pad_token_id or 0), checkpoint_dir=home / "checkpoints" / out_name,
+                     pad_id=int(setup.tokenizer.pad_token_id or 0), checkpoint_dir=home / "checkpoints" / f"{out_name}-{time.time_ns()}",
                      on_step=log).run()
     elapsed = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:

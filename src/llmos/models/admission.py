@@ -118,5 +118,10 @@ def admit(spec: JobSpecBase, registry: ModelRegistry) -> JobSpecBase:
             shape = memory.shape_of(served.ref, served.info.get("architecture"))
     if shape is None or spec.estimated_memory_gib is not None:
         return spec
-    est = memory.estimate_job_bytes(json.loads(spec.model_dump_json()), shape) / memory.GIB
-    return spec.model_copy(update={"estimated_memory_gib": round(est, 3)})
+    data = json.loads(spec.model_dump_json())
+    est = round(memory.estimate_job_bytes(data, shape) / memory.GIB, 3)
+    try:
+        memory.request_for_spec({**data, "estimated_memory_gib": est}, spec.resources.to_request())
+    except ValueError as e:
+        raise ValidationError(f"the memory model estimates {est:g} GiB per task: {e}") from None
+    return spec.model_copy(update={"estimated_memory_gib": est})
