@@ -29,6 +29,7 @@ from fastapi import APIRouter, FastAPI
 
 from llmos import __version__
 from llmos.api.errors import install_error_handlers
+from llmos.api.openapi import install_control_plane_openapi
 from llmos.control.plane import ControlPlane
 from llmos.settings import Settings
 
@@ -70,4 +71,5 @@ def create_app(plane: ControlPlane | None = None, settings: Settings | None = No
         router = importlib.import_module(module).router
         assert isinstance(router, APIRouter), f"{module}.router must be an APIRouter"
         app.include_router(router)
+    install_control_plane_openapi(app)
     return app

@@ -9,7 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmos.core.states import JobState
 from llmos.errors import AuthenticationError, LLMOSError
+from llmos.serving.server.openapi import allowed_methods
 
 log = logging.getLogger("llmos.api")
 
@@ -45,15 +47,24 @@ def _validation_error(_req: Request, exc: Exception) -> JSONResponse:
     parts = []
     for e in exc.errors():
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "request"
+        if e.get("type") == "string_pattern_mismatch" and loc.startswith("query.state"):
+            # The pattern spells out every state twice; say it the way a person would.
+            parts.append(f"{loc}: unknown state {e.get('input')!r}; expected one of: {', '.join(JobState.__members__)}"
+                         " (comma-separated)")
+            continue
         parts.append(f"{loc}: {e.get('msg', 'invalid')}")
     return error_response(400, "invalid request: " + "; ".join(parts), "ValidationError", "invalid_request")
 
 
-def _http_error(_req: Request, exc: Exception) -> JSONResponse:
+def _http_error(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_, code = _HTTP_CODES.get(exc.status_code, ("HTTPError", f"http_{exc.status_code}"))
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return error_response(exc.status_code, detail, type_, code, dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route whose path matched; list every method of the path.
+        headers["Allow"] = ", ".join(allowed_methods(req.app, req.scope))
+    return error_response(exc.status_code, detail, type_, code, headers or None)
 
 
 def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

@@ -90,7 +90,10 @@ class Client:
              limit: int = 50, offset: int = 0) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if state:
-            params["state"] = [state] if isinstance(state, str) else list(state)
+            # The API takes exact state names (any case is normalised here, for CLI users).
+            raw = [state] if isinstance(state, str) else list(state)
+            params["state"] = [",".join(p.strip().upper() for p in s.split(",") if p.strip()) for s in raw]
+            params["state"] = [s for s in params["state"] if s]
         if kind:
             params["kind"] = kind
         if name:

@@ -14,7 +14,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import StringConstraints
 
 from llmos.api.deps import Plane, Reader, Writer
 from llmos.api.schemas import EventPublic, JobList, JobPublic, MetricPublic
@@ -30,6 +31,12 @@ from llmos.store import jobs as repo
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_SPEC_BYTES = 1 << 20
+# Integers reach SQL: keep them inside a 32-bit column (PostgreSQL INTEGER) so a huge
+# query value is a 400, not an overflow inside the driver.
+MAX_INT = 2**31 - 1
+_STATES = "|".join(s for st in JobState for s in (st.value, st.value.lower()))
+# One or more states, comma-separated (the same rule the handler applies).
+STATE_PATTERN = rf"^({_STATES})(,({_STATES}))*$"
 _CANCEL_WAIT_S = 3.0
 
 
@@ -87,11 +94,13 @@ def _create(plane: ControlPlane, tenant: str, body: bytes, content_type: str) ->
 def list_jobs(
     plane: Plane,
     who: Reader,
-    state: Annotated[list[str] | None, Query(description="repeat or comma-separate")] = None,
+    state: Annotated[
+        list[Annotated[str, StringConstraints(pattern=STATE_PATTERN)]] | None, Query(description="repeat or comma-separate")
+    ] = None,
     kind: str | None = None,
     name: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> JobList:
     states = [x.strip().upper() for s in (state or []) for x in s.split(",") if x.strip()]
     for st in states:
@@ -133,7 +142,7 @@ def cancel_job(job_id: str, plane: Plane, who: Writer) -> JobPublic:
 @router.get("/{job_id}/events", response_model=list[EventPublic])
 def job_events(
     job_id: str, plane: Plane, who: Reader,
-    after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0, limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[EventPublic]:
     with plane.store.session() as s:
         repo.get_job(s, job_id, tenant=who.tenant)
@@ -150,15 +159,15 @@ def job_metrics(
                 for m in repo.list_metrics(s, job_id, limit=limit)]
 
 
-@router.get("/{job_id}/logs")
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
 def job_logs(
     job_id: str,
     plane: Plane,
     who: Reader,
-    task: Annotated[int, Query(ge=0)] = 0,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    task: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     follow: bool = False,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> StreamingResponse:
     """The log of one task attempt (default: task 0, latest attempt) as text.
 

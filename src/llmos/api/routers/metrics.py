@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 
 from llmos.api.deps import Plane, Reader
 from llmos.control.metrics import CONTENT_TYPE
@@ -10,6 +11,6 @@ from llmos.control.metrics import CONTENT_TYPE
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(plane: Plane, who: Reader) -> Response:
     return Response(content=plane.metrics.render(), media_type=CONTENT_TYPE)
