@@ -37,6 +37,7 @@ out = {
     "home": os.environ.get("LLMOS_HOME"),
     "ray_vars": sorted(k for k in os.environ if k.startswith("RAY_")),
     "cwd": os.getcwd(),
+    "serve_host": os.environ.get("LLMOS_SERVE_HOST"),
 }
 with open(sys.argv[1], "w") as f:
     json.dump(out, f)
@@ -117,6 +118,7 @@ def test_task_runs_on_the_chosen_node_with_its_devices(ray_backend: Any, ray_clu
     assert info["pgid"] == info["ancestors"][0] != info["ancestors"][1]
     assert info["cuda"] == "" and info["node"] == worker.id and info["ray_vars"] == []
     assert info["home"] == str(tmp_path / "home")
+    assert info["serve_host"] is None  # same host as the control plane: replicas keep 127.0.0.1
     assert info["cwd"] == str(tmp_path / "home" / "runs" / "t-place")  # same default workdir as local
     assert "probe ran" in (tmp_path / "t-place.log").read_text()
     exit_rec = json.loads((tmp_path / "home" / "runs" / "t-place" / "exit.json").read_text())

@@ -253,7 +253,18 @@ class RayBackend:
         env.update(task.env)
         env["CUDA_VISIBLE_DEVICES"] = ""  # replaced by Ray's GPU ids when the task holds GPUs
         env.setdefault("LLMOS_NODE_ID", view.node.id)
+        node_ip = view.node.labels.get("address", "")
+        if node_ip and node_ip != self._driver_ip():
+            # A serving replica on another host must bind an address the head can reach
+            # (the runtime binds LLMOS_SERVE_HOST, 127.0.0.1 by default).
+            env.setdefault("LLMOS_SERVE_HOST", node_ip)
         return env
+
+    def _driver_ip(self) -> str:
+        try:
+            return str(self._ray.util.get_node_ip_address())
+        except Exception:
+            return ""
 
     def _start_actor(
         self,
