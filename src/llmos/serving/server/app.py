@@ -31,6 +31,7 @@ from llmos.serving.server.completions import complete, stream_completion
 from llmos.serving.server.errors import install_error_handlers, sse_error_event
 from llmos.serving.server.metrics import CONTENT_TYPE, ServerMetrics
 from llmos.serving.server.model_manager import LoadedModel, ModelManager
+from llmos.serving.server.openapi import install_openapi
 from llmos.serving.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -117,6 +118,7 @@ def create_app(manager: ModelManager, *, reap_interval_s: float = 1.0) -> FastAP
 
     app = FastAPI(title="llmos replica", lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app, error_codes=("400", "404", "429", "503"), text_responses=(("/metrics", "get"),))
     metrics = ServerMetrics(lambda: [m.loop for m in manager.loaded() if m.loop is not None])
     app.state.manager = manager
     app.state.metrics = metrics

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmos.errors import LLMOSError
+from llmos.serving.server.openapi import allowed_methods
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, msg, "ValidationError", "invalid_request", param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
-        return error_response(exc.status_code, str(exc.detail), "HTTPError", code)
+        resp = error_response(exc.status_code, str(exc.detail), "HTTPError", code)
+        if exc.status_code == 405:
+            # RFC 9110: a 405 lists the methods the path supports (Starlette names one route's).
+            resp.headers["Allow"] = ", ".join(allowed_methods(req.app, req.scope))
+        return resp
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -54,7 +54,8 @@ class _SamplingFields(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # torch generators take 64-bit seeds; a larger one must be a 400, not an overflow.
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
@@ -112,6 +113,7 @@ class CompletionRequest(_SamplingFields):
             raise ValueError("max_tokens=0 is only meaningful with echo=true")
         if self.max_tokens == 0 and self.stream:
             raise ValueError("max_tokens=0 cannot be streamed")
+        self.prompts()  # malformed token lists fail here, as a 400
         return self
 
     def prompts(self) -> list[str | list[int]]:
@@ -184,6 +186,7 @@ class EmbeddingRequest(_Request):
     def _check(self) -> EmbeddingRequest:
         if self.dimensions is not None:
             raise ValueError("dimensions is not supported by this model")
+        self.inputs()  # malformed token lists fail here, as a 400
         if isinstance(self.input, list) and len(self.input) == 0:
             raise ValueError("input must not be empty")
         if isinstance(self.input, str) and not self.input:
