@@ -172,3 +172,21 @@ def test_local_chat_completions_payload(replica: str, hf: tuple[Any, Any]) -> No
         full = model.generate(torch.tensor([list(prompt_ids)]), max_new_tokens=8, do_sample=False, pad_token_id=0)[0]
     assert content == tok.decode(full[len(prompt_ids):], skip_special_tokens=True)
     assert out["usage"]["prompt_tokens"] == len(prompt_ids)
+
+
+def test_remote_tokenizer_endpoints_as_lm_eval_probes_them(replica: str, hf: tuple[Any, Any]) -> None:
+    """lm-eval's check_remote_tokenizer_support + RemoteTokenizer calls (server root, not /v1)."""
+    tok, _ = hf
+    info = httpx.get(f"{replica}/tokenizer_info", timeout=30).json()
+    assert "eos_token" in info and info["eos_token"] == tok.eos_token
+    assert info["chat_template"] == tok.chat_template
+    text = "The quick brown fox"
+    r = _post(replica, "/tokenize", {"prompt": text, "add_special_tokens": False})
+    assert r["tokens"] == tok.encode(text, add_special_tokens=False) and r["count"] == len(r["tokens"])
+    assert _post(replica, "/detokenize", {"tokens": r["tokens"]})["prompt"] == tok.decode(r["tokens"])
+    # An adapter name resolves to its base's tokenizer; bad input is a 400 with the error body.
+    assert _post(replica, "/tokenize", {"model": "tiny-lora", "prompt": text, "add_special_tokens": False}) == r
+    bad = httpx.post(f"{replica}/detokenize", json={"tokens": [-1]}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+    missing = httpx.post(f"{replica}/tokenize", json={"model": "nope", "prompt": "x"}, timeout=30)
+    assert missing.status_code == 404 and "error" in missing.json()

@@ -41,6 +41,7 @@ from llmos.serving.server.protocol import (
     ModelList,
     UnloadLoraRequest,
 )
+from llmos.serving.server.tokenize import router as tokenize_router
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def create_app(manager: ModelManager, *, reap_interval_s: float = 1.0) -> FastAP
     app = FastAPI(title="llmos replica", lifespan=lifespan)
     install_error_handlers(app)
     install_openapi(app, error_codes=("400", "404", "429", "503"), text_responses=(("/metrics", "get"),))
+    app.include_router(tokenize_router)  # /tokenize, /detokenize, /tokenizer_info (lm-eval's remote tokenizer)
     metrics = ServerMetrics(lambda: [m.loop for m in manager.loaded() if m.loop is not None])
     app.state.manager = manager
     app.state.metrics = metrics
