@@ -167,7 +167,7 @@ def job_logs(
     task: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     follow: bool = False,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**53)] = 0,
 ) -> StreamingResponse:
     """The log of one task attempt (default: task 0, latest attempt) as text.
 
@@ -203,7 +203,8 @@ def _task_done(plane: Plane, job_id: str, task_index: int) -> tuple[bool, Path |
 def _stream(plane: Plane, job_id: str, task_index: int, path: Path | None, follow: bool, offset: int) -> Iterator[bytes]:
     pos = offset
     while True:
-        if path is not None and path.exists():
+        # An offset past the end reads nothing (seeking to a huge offset fails mid-stream).
+        if path is not None and path.exists() and pos < path.stat().st_size:
             with open(path, "rb") as f:
                 f.seek(pos)
                 while chunk := f.read(64 * 1024):
