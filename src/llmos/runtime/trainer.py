@@ -12,6 +12,7 @@ benchmarks and tests (in-process, world size 1).
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import time
@@ -106,7 +107,9 @@ def init_distributed() -> tuple[int, int]:
     rank = int(os.environ.get("RANK", "0"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        # A gang member that never shows up must fail the job, not hang it for gloo's 30-minute default.
+        timeout = datetime.timedelta(seconds=float(os.environ.get("LLMOS_DIST_TIMEOUT_S", "300")))
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
     return rank, world
 
 
