@@ -77,8 +77,8 @@ def pretrain(registry: ModelRegistry, args: argparse.Namespace) -> tuple[str, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, default=Path("/tmp/llmos-quickstart"))
-    ap.add_argument("--pretrain-steps", type=int, default=150)
-    ap.add_argument("--finetune-steps", type=int, default=300)
+    ap.add_argument("--pretrain-steps", type=int, default=200)
+    ap.add_argument("--finetune-steps", type=int, default=200)
     ap.add_argument("--eval-examples", type=int, default=100)
     ap.add_argument("--reuse-pretrained", action="store_true", help="skip step 1 if small-pre is registered")
     ap.add_argument("--threads", type=int, default=1,
