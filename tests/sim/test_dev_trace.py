@@ -19,6 +19,7 @@ from llmos.sim import (
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sched"
 GAVEL_FIFO_AVG_JCT_S = 363_560
 GAVEL_MAX_MIN_FAIRNESS_S = 150_542  # heterogeneity-agnostic LAS
+GAVEL_BEST_HETERO_S = 123_639  # max_min_fairness_perf, Gavel's best heterogeneity-aware result
 
 pytestmark = pytest.mark.skipif(not (DATA / "dev-a.trace").exists(), reason="shared scheduler data not present")
 
@@ -44,11 +45,14 @@ def test_fidelity_fifo_matches_gavel_within_10_percent(trace) -> None:  # type: 
     assert abs(r.avg_jct_s / GAVEL_FIFO_AVG_JCT_S - 1) <= 0.10, r.avg_jct_s
 
 
-def test_default_beats_heterogeneity_agnostic_gavel_while_paying_restarts(trace) -> None:  # type: ignore[no-untyped-def]
-    """What holds (docs/scheduler.md): the issue's 0.8x bound does not, and is not asserted."""
+def test_default_beats_gavels_best_while_paying_restarts(trace) -> None:  # type: ignore[no-untyped-def]
+    """What holds (docs/scheduler.md): the default (srpt-hetero, event mode, 30 s restarts)
+    measured 99,959 s = 0.808x Gavel's best heterogeneity-aware 123,639 s. The issue's 0.80x
+    is missed by 1% and is not asserted; 0.85x leaves room for float noise only."""
     r = simulate(trace, cluster(), make_scheduler("default"), SimConfig(restart_overhead_s=30))
     assert r.finished == 200
     assert r.avg_jct_s < GAVEL_MAX_MIN_FAIRNESS_S, r.avg_jct_s
+    assert r.avg_jct_s <= 0.85 * GAVEL_BEST_HETERO_S, r.avg_jct_s
     assert r.utilization > 0.7
     # Worst finish-time fairness no worse than Gavel's policy (re-implemented) under Gavel's semantics.
     g = simulate(trace, cluster(), make_scheduler("gavel"), SimConfig(round_s=360, restart_overhead_s=0))
