@@ -72,3 +72,15 @@ def test_measured_model_medians_and_catalog_scaling() -> None:
     # Never run on an A100: the best-measured type scaled by the catalog's relative speed.
     assert m.measured("w", "A100-80G") == pytest.approx(10.0 * catalog_speed("A100-80G") / catalog_speed("V100"))
     assert not m.knows("other")  # unmeasured workloads fall back to the catalog in the scheduler
+
+
+def test_cpu_only_jobs_use_the_cpu_speed_the_live_model_measured() -> None:
+    """Room for one 8-CPU job: the one with less spec work left at the measured CPU speed goes."""
+    model = measured_model([ThroughputSample("train:m", "cpu", 2.0)], ["cpu", "V100"])
+    jobs = (
+        replace(pending("long", devices=0, cpus=8, submitted_at=0, workload="train:m"), spec_steps=400.0),
+        replace(pending("short", devices=0, cpus=8, submitted_at=1, workload="train:m"), spec_steps=100.0),
+    )
+    snap = ClusterSnapshot(nodes=(node("n", devices=0, cpus=8),), pending=jobs, throughput=model)
+    plan = make_scheduler("default").schedule(snap, 0.0)
+    assert [p.job_id for p in plan.placements] == ["short"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmos.core.devices import CPU
 from llmos.scheduler.framework import CycleContext, JobView
 
 
@@ -253,12 +254,14 @@ class ShortestRemainingOrder:
             self._model = ctx.throughput
             self._speed.clear()
         if ctx.throughput.knows(job.workload):
-            types = tuple(job.request.device_types) or tuple(ctx.device_types)
+            types = ("cpu-only",) if job.request.devices == 0 else (
+                tuple(job.request.device_types) or tuple(ctx.device_types))
             key = (job.workload, types)
             hit = self._speed.get(key)
             if hit is None:
+                # A task without devices runs on CPU cores: the model keys that speed "cpu".
                 hit = self._speed[key] = max(
-                    (ctx.throughput.speed(job.workload, t) for t in ctx.allowed_types(job)), default=0.0)
+                    (ctx.throughput.speed(job.workload, t or CPU) for t in ctx.allowed_types(job)), default=0.0)
             if hit > 0:
                 return hit
         if job.observed_throughput:
