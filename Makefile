@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= dev,ray
 
-.PHONY: setup run test lint typecheck unit bench clean
+.PHONY: setup run test lint unit bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ test: lint unit
 # Every figure the README quotes; each script prints the figure and how it was obtained.
 bench: setup
 	$(PY) benchmarks/control_plane.py
-	$(PY) benchmarks/serving.py --baseline-requests 8
+	OMP_NUM_THREADS=1 $(PY) benchmarks/scheduler_scale.py
+	$(PY) benchmarks/scheduler_quality.py
+	$(PY) benchmarks/training.py --rounds 1 --steps 5
+	$(PY) benchmarks/engine.py --hf-requests 2 --loras 16
+	$(PY) benchmarks/serving.py --requests 64 --max-tokens 128 --baseline-requests 8
+	$(PY) benchmarks/ray_backend.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

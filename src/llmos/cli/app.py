@@ -41,6 +41,14 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="llmos",
         help="llmos: an operating system for LLM workloads.",
+        epilog=(
+            "Start here: [bold]llmos up[/] in one terminal, then "
+            "[bold]llmos submit examples/hello.yaml --wait[/], [bold]llmos jobs[/], "
+            "[bold]llmos logs JOB_ID[/]. The URL and token come from --url/--token, "
+            "LLMOS_URL/LLMOS_TOKEN or $LLMOS_HOME/config (written by the first llmos up). "
+            "Every command has its own --help."
+        ),
+        rich_markup_mode="rich",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

@@ -22,6 +22,7 @@ from llmos.serving.server.generation import (
     run_choices,
     token_text,
     tokenize_prompt,
+    usage,
 )
 from llmos.serving.server.metrics import ServerMetrics
 from llmos.serving.server.model_manager import LoadedModel
@@ -113,12 +114,7 @@ async def chat(
         "created": int(time.time()),
         "model": req.model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": states[0].num_cached_tokens},
-        },
+        "usage": usage(prompt_tokens, completion_tokens, states[0].num_cached_tokens),
     }
 
 
@@ -158,7 +154,6 @@ async def stream_chat(
         completion_tokens = sum(s.num_output_tokens for s in states.values())
         yield sse(
             {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-             "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                      "total_tokens": prompt_tokens + completion_tokens}}
+             "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
         )  # fmt: skip
     yield "data: [DONE]\n\n"

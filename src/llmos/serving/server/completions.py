@@ -21,6 +21,7 @@ from llmos.serving.server.generation import (
     run_choices,
     token_text,
     tokenize_prompt,
+    usage,
 )
 from llmos.serving.server.metrics import ServerMetrics
 from llmos.serving.server.model_manager import LoadedModel
@@ -140,12 +141,7 @@ async def complete(
         "created": int(time.time()),
         "model": req.model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        },
+        "usage": usage(prompt_tokens, completion_tokens, cached),
     }
 
 
@@ -196,7 +192,6 @@ async def stream_completion(
         completion_tokens = sum(s.num_output_tokens for s in states.values())
         yield sse(
             {"id": rid, "object": "text_completion", "created": created, "model": req.model, "choices": [],
-             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                       "total_tokens": prompt_tokens + completion_tokens}}
+             "usage": usage(prompt_tokens, completion_tokens)}
         )  # fmt: skip
     yield "data: [DONE]\n\n"
