@@ -146,7 +146,7 @@ def main() -> None:
     if default_event is not None:
         ratio = default_event.avg_jct_s / GAVEL_BEST_HETERO
         print(f"default ({DEFAULT_PROFILE}, event mode, 30 s overhead): avg JCT {default_event.avg_jct_s:,.0f} s = "
-              f"{ratio:.2f}x Gavel's best heterogeneity-aware {GAVEL_BEST_HETERO:,} s -> "
+              f"{ratio:.3f}x Gavel's best heterogeneity-aware {GAVEL_BEST_HETERO:,} s -> "
               f"{'PASS' if ratio <= 0.8 else 'FAIL'} (bound 0.80x)")
         print(f"default worst ρ {default_event.worst_rho:.2f} vs comparator {gs.worst_rho:.2f} -> "
               f"{'PASS' if default_event.worst_rho <= gs.worst_rho else 'FAIL'}")

@@ -40,22 +40,41 @@ def test_srpt_preempts_only_a_job_with_at_least_twice_the_time_left() -> None:
     busy = replace(running("big", "n", ["gpu0"], workload="w"), spec_steps=10_000.0, steps_done=0.0)  # 1000 s left
     sched = make_scheduler("srpt-hetero")
     near = replace(pending("near", workload="w"), spec_steps=8_000.0)  # 800 s left: same class, no churn
-    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(near,), throughput=MODEL), 100.0)
+    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(near,), throughput=MODEL), 400.0)
     assert plan.preemptions == () and "near" in plan.pending_reasons
     tiny = replace(pending("tiny", workload="w"), spec_steps=100.0)  # 10 s left
-    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(tiny,), throughput=MODEL), 100.0)
+    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(tiny,), throughput=MODEL), 400.0)
+    assert [p.job_id for p in plan.preemptions] == ["big"]
+
+
+def test_srpt_does_not_preempt_a_job_within_its_lease() -> None:
+    """A job that started less than one round (360 s) ago is not stopped for a shorter one:
+    every restart is paid for by at least one round of running."""
+    nodes = (node("n", devices=1),)
+    busy = replace(running("big", "n", ["gpu0"], workload="w", started_at=100.0),
+                   spec_steps=10_000.0, steps_done=0.0)
+    tiny = replace(pending("tiny", workload="w"), spec_steps=100.0)
+    sched = make_scheduler("srpt-hetero")
+    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(tiny,), throughput=MODEL), 459.0)
+    assert plan.preemptions == () and "tiny" in plan.pending_reasons
+    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(tiny,), throughput=MODEL), 460.0)
+    assert [p.job_id for p in plan.preemptions] == ["big"]
+    # Priority preemption ignores the lease.
+    urgent = replace(pending("urgent", workload="w", priority=5), spec_steps=100_000.0)
+    plan = sched.schedule(ClusterSnapshot(nodes, running=(busy,), pending=(urgent,), throughput=MODEL), 101.0)
     assert [p.job_id for p in plan.preemptions] == ["big"]
 
 
 def test_simulator_reports_executed_steps_only(tmp_path: Path) -> None:
-    """The long job is preempted at t=100 having done 100 of its spec's 1000 steps;
-    the short one runs 10 s; the long one resumes after the 30 s restart overhead."""
+    """The long job is preempted at t=400 (past its 360 s lease) having done 400 of its
+    spec's 1000 steps; the short one runs 10 s; the long one resumes
+    after the 30 s restart overhead."""
     p = tmp_path / "t.csv"
-    p.write_text("arrival_s,duration_s,spec_steps\n0,1000,1000\n100,10,10\n")
+    p.write_text("arrival_s,duration_s,spec_steps\n0,1000,1000\n400,10,10\n")
     r = simulate(read_csv_trace(p), build_cluster({"V100": 1}), make_scheduler("srpt-hetero"),
                  SimConfig(restart_overhead_s=30))
     assert r.finished == 2 and r.preemptions == 1
-    assert r.avg_jct_s == pytest.approx((10 + (110 + 30 + 900)) / 2)
+    assert r.avg_jct_s == pytest.approx((10 + (410 + 30 + 600)) / 2)
 
 
 def test_rate_from_progress() -> None:

@@ -65,15 +65,28 @@ class QueueOrderPreemption:
 
     Needs the profile's queue order; the coarse key (priority, queue level)
     makes preemption happen only across classes, not between neighbours.
+
+    ``min_run_s`` is a lease (Gavel's round): a job that started less than
+    that long ago is not a victim of queue order, so every restart is paid
+    for by at least one lease of running (a restart overhead of R costs at
+    most R / ``min_run_s`` of a job's time) and a job placed in one cycle is
+    not stopped by the next. Priority and quota preemption ignore the lease.
     """
 
     order: QueueOrder
     name: str = "queue-order"
+    min_run_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.min_run_s < 0:
+            raise ValueError("queue-order min_run_s must be >= 0")
 
     def victims(self, job: JobView, running: Iterable[JobView], ctx: CycleContext) -> dict[str, str]:
         mine = self.order.coarse_key(job, ctx)
         out: dict[str, str] = {}
         for r in running:
+            if ctx.now - r.started_at < self.min_run_s:
+                continue  # still within its lease
             if r.preemptible and self.order.coarse_key(r, ctx) > mine:
                 out[r.job_id] = f"preempted for {job.job_id}, which has had less service ({self.order.name} order)"
         return out
