@@ -48,6 +48,8 @@ def serve(
     memory_budget_gib: Annotated[float | None, typer.Option(help="memory budget for all models")] = None,
     keep_alive_s: Annotated[float, typer.Option(help="unload idle on-demand models after this (<0: never)")] = -1.0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
+    enforce_eager: Annotated[bool, typer.Option(
+        "--enforce-eager", help="skip torch.compile of decode attention (faster start, slower decode on CPU)")] = False,
 ) -> None:
     """Serve MODEL_DIR behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions, ...)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,12 +72,13 @@ def serve(
         manager.register(
             ModelSpec(
                 main_name, model_dir, loras=tuple(_pairs(lora, "--lora")), pinned=True,
-                max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib, device=device,
+                max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib, device=device, enforce_eager=enforce_eager,
             )
         )  # fmt: skip
         for extra_name, extra_dir in _pairs(model, "--model"):
             manager.register(
-                ModelSpec(extra_name, extra_dir, max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib, device=device)
+                ModelSpec(extra_name, extra_dir, max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib, device=device,
+                          enforce_eager=enforce_eager)
             )
         typer.echo(f"loading {main_name} from {model_dir} ...", err=True)
         loaded = manager.preload(main_name, pinned=True)

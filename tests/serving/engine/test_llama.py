@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from engine_helpers import PROMPTS, hf_greedy
 from transformers import AutoModelForCausalLM
 
@@ -13,10 +15,13 @@ from llmos.serving.engine import EngineConfig, LLMEngine, SamplingParams
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
 
 
+@pytest.mark.parametrize("eager", [False, True], ids=["compiled", "eager"])
 @pytest.mark.parametrize("which", ["mha_dir", "gqa_dir"])
-def test_greedy_matches_transformers(which: str, request: pytest.FixtureRequest) -> None:
+def test_greedy_matches_transformers(which: str, eager: bool, request: pytest.FixtureRequest) -> None:
     model_dir: Path = request.getfixturevalue(which)
-    engine = LLMEngine(model_dir, EngineConfig(kv_cache_gib=0.02, device="cpu"))
+    engine = LLMEngine(model_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", enforce_eager=eager))
+    if not eager and shutil.which("g++"):
+        assert engine.eager_reason is None and engine.model.decode_attention is not None
     outs = engine.generate(PROMPTS, GREEDY)
     hf = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
     for prompt, out in zip(PROMPTS, outs, strict=True):
@@ -34,6 +39,31 @@ def test_chunked_prefill_and_small_blocks_match(gqa_dir: Path) -> None:
     ref = LLMEngine(gqa_dir, EngineConfig(kv_cache_gib=0.02, device="cpu")).generate(
         PROMPTS, SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True))
     assert [o.new_token_ids for o in small] == [o.new_token_ids for o in ref]
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (8, 2)])
+def test_compiled_decode_attention_equals_eager_gather(heads: int, kv_heads: int) -> None:
+    """The fused kernel reads scattered blocks of ragged contexts exactly as the eager path does."""
+    from llmos.serving.engine.llama import paged_decode_attention
+
+    gen = torch.Generator().manual_seed(0)
+    hd, bs, nb = 16, 4, 40
+    k_cache, v_cache = (torch.randn(kv_heads, nb, bs, hd, generator=gen) for _ in range(2))
+    ctx = torch.tensor([1, 4, 5, 13, 20])
+    max_blocks = -(-int(ctx.max()) // bs)
+    tables = torch.randperm(nb, generator=gen)[: len(ctx) * max_blocks].view(len(ctx), max_blocks)
+    q = torch.randn(len(ctx), heads, hd, generator=gen)
+    expected = []
+    for i, n in enumerate(ctx.tolist()):  # plain attention over each sequence's own slots
+        slots = [tables[i, p // bs] * bs + p % bs for p in range(n)]
+        k = k_cache.reshape(kv_heads, -1, hd)[:, slots].repeat_interleave(heads // kv_heads, 0)
+        v = v_cache.reshape(kv_heads, -1, hd)[:, slots].repeat_interleave(heads // kv_heads, 0)
+        w = (q[i][:, None, :] @ k.transpose(1, 2) * hd**-0.5).softmax(-1)
+        expected.append((w @ v)[:, 0])
+    fn = torch.compile(paged_decode_attention, dynamic=True)
+    with torch.inference_mode():
+        got = fn(q, k_cache, v_cache, tables, ctx, hd**-0.5)
+    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_model_config_errors(tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ class EngineConfig:
     plus decodes); ``kv_cache_gib`` is the size of the preallocated paged KV cache;
     ``max_loras`` is how many LoRA adapters stay resident before the least recently
     used one is evicted. ``device`` None picks CUDA when available, else CPU.
+    ``enforce_eager`` (as in vLLM) skips ``torch.compile`` of the decode attention,
+    which otherwise runs on CPU when a C++ compiler is present (the compile takes
+    seconds at load, once per process; its result is cached on disk by inductor).
     """
 
     max_num_seqs: int = 64
@@ -37,6 +40,7 @@ class EngineConfig:
     max_lora_rank: int = 64
     device: str | None = None
     dtype: str = "auto"
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:

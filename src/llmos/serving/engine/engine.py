@@ -11,6 +11,7 @@ its own requests finish; do not mix it with a running server loop.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence as Seq
 from pathlib import Path
@@ -30,6 +31,8 @@ from llmos.serving.engine.outputs import EngineStats, RequestOutput
 from llmos.serving.engine.sampler import Sampler, token_logprobs
 from llmos.serving.engine.scheduler import ScheduledSeq, Scheduler
 from llmos.serving.engine.sequence import FinishReason, Sequence, SequenceStatus, TokenLogprob
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -79,6 +82,11 @@ class LLMEngine:
         self.scheduler = Scheduler(config, self.block_manager)
         self.lora_manager = LoraManager(mcfg, config.max_loras, config.max_lora_rank, self.device, self.dtype)
         self.runner = ModelRunner(self.model, self.num_blocks, config.block_size, self.lora_manager)
+        # Measured on CPU only (benchmarks/engine.py); on CUDA the eager path stays until measured there.
+        self.eager_reason = "enforce_eager" if config.enforce_eager else (
+            "not measured on this device type" if self.device.type != "cpu" else self.runner.compile_decode_attention())
+        if self.eager_reason and not config.enforce_eager:
+            log.warning("decode attention stays eager: %s", self.eager_reason)
         self.sampler = Sampler(self.eos_token_ids)
         self._seqs: dict[str, Sequence] = {}
         self._aborted: list[RequestOutput] = []

@@ -16,6 +16,7 @@ offset by the tokens already cached.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class BatchMetadata:
     num_decode: int = 0
     decode_block_tables: torch.Tensor | None = None  # [D, max_blocks] long
     decode_mask: torch.Tensor | None = None  # [1, D, 1, max_blocks * block_size] additive (0 / -inf)
+    decode_ctx_lens: torch.Tensor | None = None  # [D] long, context length of each decode row
     prefills: list[PrefillChunk] = field(default_factory=list)
     lora: LoraBatch | None = None
 
@@ -83,8 +85,41 @@ def _rope_inv_freq(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
     return inv_freq, pos_scale
 
 
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_tables: torch.Tensor, ctx_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of one query token per sequence over its context in the paged cache.
+
+    ``q`` [D, heads, head_dim]; caches head-major [kv_heads, num_blocks, block_size, head_dim];
+    ``block_tables`` [D, max_blocks]; ``ctx_lens`` [D]. Returns [D, heads, head_dim].
+
+    Written as gather + elementwise + reductions on purpose: under ``torch.compile`` the
+    gather fuses into the reductions, so every cached K/V element is read once, where the
+    eager path copies the gathered context first and reads it again (measured ~4x faster
+    for 64 sequences on a 2-core CPU). Run eagerly it would materialise [.., L, head_dim]
+    products: use :meth:`LlamaModel._attention`'s eager path instead.
+    """
+    d, max_blocks = block_tables.shape
+    nkv, _, bs, hd = k_cache.shape
+    group = q.shape[1] // nkv
+    length = max_blocks * bs
+    kd = k_cache[:, block_tables].view(nkv, d, 1, length, hd)
+    vd = v_cache[:, block_tables].view(nkv, d, 1, length, hd)
+    qd = q.view(d, nkv, group, hd).permute(1, 0, 2, 3)  # [kv_heads, D, group, head_dim]
+    scores = (qd[:, :, :, None, :] * kd).sum(-1) * scale  # [kv_heads, D, group, L]
+    pad = torch.arange(length, device=q.device)[None, :] >= ctx_lens[:, None]
+    probs = scores.masked_fill(pad[None, :, None, :], float("-inf")).softmax(-1)
+    out = (probs[..., None] * vd).sum(-2)  # [kv_heads, D, group, head_dim]
+    return out.permute(1, 0, 2, 3).reshape(d, nkv * group, hd)
+
+
 class LlamaModel:
-    """Weights plus forward pass; no autograd, no nn.Module machinery on the hot path."""
+    """Weights plus forward pass; no autograd, no nn.Module machinery on the hot path.
+
+    ``decode_attention`` is None (the eager gather + matmul path) or a compiled
+    :func:`paged_decode_attention`, set by the engine (see ``LLMEngine``).
+    """
+
+    decode_attention: Callable[..., torch.Tensor] | None = None
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype) -> None:
@@ -229,7 +264,11 @@ class LlamaModel:
         out = torch.empty_like(q)
         d = meta.num_decode
         gqa = q.shape[1] != nkv
-        if d:
+        if d and self.decode_attention is not None:
+            assert meta.decode_block_tables is not None and meta.decode_ctx_lens is not None
+            out[:d] = self.decode_attention(q[:d], k_cache, v_cache, meta.decode_block_tables,
+                                            meta.decode_ctx_lens, self.scale)
+        elif d:
             assert meta.decode_block_tables is not None and meta.decode_mask is not None
             bt = meta.decode_block_tables
             length = bt.shape[1] * bs

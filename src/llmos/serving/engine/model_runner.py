@@ -9,13 +9,14 @@ Zero-filled on purpose: padded decode slots are masked out, but a masked score i
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import torch
 
 from llmos.errors import ValidationError
 from llmos.serving.engine.config import ModelConfig
-from llmos.serving.engine.llama import BatchMetadata, LlamaModel, PrefillChunk
+from llmos.serving.engine.llama import BatchMetadata, LlamaModel, PrefillChunk, paged_decode_attention
 from llmos.serving.engine.lora import LoraManager
 from llmos.serving.engine.scheduler import ScheduledSeq
 from llmos.serving.engine.sequence import Sequence
@@ -57,6 +58,34 @@ class ModelRunner:
             (2, cfg.num_hidden_layers, cfg.num_key_value_heads, num_blocks, block_size, cfg.head_dim),
             dtype=model.dtype, device=model.device,
         )
+
+    def compile_decode_attention(self) -> str | None:
+        """Switch decode attention to a ``torch.compile``-d kernel; None, or why it stayed eager.
+
+        Compiles with dynamic shapes and warms up on two batch shapes here, at load, so
+        no request pays for the compile. Any failure (no C++ compiler, an inductor
+        error) leaves the model on its eager path, which gives the same results.
+        """
+        if shutil.which("g++") is None and shutil.which("c++") is None:
+            return "no C++ compiler on PATH"
+        fn = torch.compile(paged_decode_attention, dynamic=True)
+        cfg = self.model.cfg
+        try:
+            # Dynamo specialises sizes 1 (one sequence, one block), so each of the four cases
+            # is compiled here. Without duck sizing (which ties equal sizes, e.g. a batch of 2
+            # to the cache's K/V axis) and with inference tensors as in real steps, no later
+            # shape recompiles.
+            with torch.inference_mode(), torch.fx.experimental._config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
+                for d, blocks in ((1, 1), (1, 3), (2, 1), (5, 7), (6, 9)):
+                    q = torch.zeros((d, cfg.num_attention_heads, cfg.head_dim), dtype=self.model.dtype,
+                                    device=self.device)
+                    tables = torch.zeros((d, blocks), dtype=torch.long, device=self.device)
+                    ctx = torch.full((d,), blocks * self.block_size, dtype=torch.long, device=self.device)
+                    fn(q, self.kv_cache[0, 0], self.kv_cache[1, 0], tables, ctx, self.model.scale)
+        except Exception as exc:  # any compile fault means: stay eager
+            return f"torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}"
+        self.model.decode_attention = fn
+        return None
 
     def _tensor(self, data: list[int]) -> torch.Tensor:
         return torch.tensor(data, dtype=torch.long).to(self.device, non_blocking=True)
@@ -100,10 +129,12 @@ class ModelRunner:
             ctx = self._tensor([s.start + 1 for s in decodes])
             meta.num_decode = len(decodes)
             meta.decode_block_tables = self._tensor([x for t in tables for x in t]).view(len(decodes), max_blocks)
-            arange = torch.arange(max_blocks * bs, device=self.device)
-            pad = torch.zeros((len(decodes), max_blocks * bs), dtype=self.model.dtype, device=self.device)
-            pad.masked_fill_(arange[None, :] >= ctx[:, None], float("-inf"))
-            meta.decode_mask = pad.view(1, len(decodes), 1, -1)
+            meta.decode_ctx_lens = ctx
+            if self.model.decode_attention is None:
+                arange = torch.arange(max_blocks * bs, device=self.device)
+                pad = torch.zeros((len(decodes), max_blocks * bs), dtype=self.model.dtype, device=self.device)
+                pad.masked_fill_(arange[None, :] >= ctx[:, None], float("-inf"))
+                meta.decode_mask = pad.view(1, len(decodes), 1, -1)
         meta.lora = self.lora.build_batch(row_loras, self.device)
         hidden = self.model.forward(self._tensor(input_ids), meta, self.kv_cache)
         sample_logits = self.model.logits(hidden[self._tensor(logit_rows)]) if logit_rows else hidden.new_empty(0)

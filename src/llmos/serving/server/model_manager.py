@@ -65,6 +65,7 @@ class ModelSpec:
     max_num_seqs: int = 64
     kv_cache_gib: float = 0.5
     device: str | None = None
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -133,7 +134,8 @@ def _load(spec: ModelSpec) -> LoadedModel:
 
     engine = LLMEngine(
         spec.path,
-        EngineConfig(max_num_seqs=spec.max_num_seqs, kv_cache_gib=spec.kv_cache_gib, device=spec.device),
+        EngineConfig(max_num_seqs=spec.max_num_seqs, kv_cache_gib=spec.kv_cache_gib, device=spec.device,
+                     enforce_eager=spec.enforce_eager),
     )
     for lora_name, lora_path in spec.loras:
         engine.add_lora(lora_name, lora_path)
