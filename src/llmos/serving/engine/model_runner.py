@@ -68,7 +68,9 @@ class ModelRunner:
         """
         if shutil.which("g++") is None and shutil.which("c++") is None:
             return "no C++ compiler on PATH"
-        fn = torch.compile(paged_decode_attention, dynamic=True)
+        # cpp_wrapper: the compiled call releases the GIL (the Python wrapper holds it), so a
+        # server's HTTP thread runs while attention computes.
+        fn = torch.compile(paged_decode_attention, dynamic=True, options={"cpp_wrapper": True})
         cfg = self.model.cfg
         try:
             # Dynamo specialises sizes 1 (one sequence, one block), so each of the four cases
