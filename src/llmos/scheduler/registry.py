@@ -25,6 +25,7 @@ from llmos.scheduler.ordering import (
     ShortestRemainingOrder,
     TiresiasOrder,
 )
+from llmos.scheduler.planner import PlannedTypes
 from llmos.scheduler.preemption import (
     FasterTypeMigration,
     PriorityPreemption,
@@ -47,6 +48,7 @@ FILTERS: dict[str, Callable[..., Filter]] = {
     "type-available": TypeAvailable,
     "quota": TenantQuota,
     "max-throughput": MaxThroughputScore,
+    "srpt-plan": PlannedTypes,  # built with the profile's queue order
 }
 NODE_FILTERS: dict[str, Callable[..., NodeFilter]] = {"node-health": NodeHealth}
 SCORES: dict[str, Callable[..., Score]] = {
@@ -54,13 +56,19 @@ SCORES: dict[str, Callable[..., Score]] = {
     "max-throughput": MaxThroughputScore,
     "random-type": RandomTypeScore,
     "objective": ObjectiveScore,
+    "srpt-plan": PlannedTypes,
 }
 PREEMPTIONS: dict[str, Callable[..., Preemption]] = {
     "priority": PriorityPreemption,
     "quota-reclaim": QuotaReclaim,
     "queue-order": QueueOrderPreemption,  # built with the profile's queue order
+    "srpt-plan": PlannedTypes,
 }
-MIGRATIONS: dict[str, Callable[..., Migration]] = {"faster-type": FasterTypeMigration}
+MIGRATIONS: dict[str, Callable[..., Migration]] = {"faster-type": FasterTypeMigration, "srpt-plan": PlannedTypes}
+# Plug-ins whose factory takes the profile's queue order as ``order``. A plug-in named in
+# several tables with the same factory (``srpt-plan``: filter, score, preemption and
+# migration) is one object, so its per-cycle plan is shared by all its roles.
+NEEDS_ORDER = frozenset({"queue-order", "srpt-plan"})
 
 
 @dataclass(frozen=True)
@@ -128,23 +136,21 @@ def build_plugins(profile: Profile) -> Plugins:
     # plug-in that share a name ("priority") are not.
     made: dict[tuple[object, str], object] = {}
 
-    def make(name: str, factory: Callable[..., object], **extra: object) -> Any:
+    def make(name: str, factory: Callable[..., object], order: QueueOrder | None = None) -> Any:
         key = (factory, name)
         if key not in made:
+            extra = {"order": order} if order is not None and name in NEEDS_ORDER else {}
             made[key] = factory(**extra, **dict(profile.plugin_args.get(name, {})))
         return made[key]
 
     order: QueueOrder = make(profile.queue_order, QUEUE_ORDERS[profile.queue_order])
     return Plugins(
         order=order,
-        filters=[make(f, FILTERS[f]) for f in profile.filters],
+        filters=[make(f, FILTERS[f], order) for f in profile.filters],
         node_filters=[make(f, NODE_FILTERS[f]) for f in profile.node_filters],
-        scores=[(make(s, SCORES[s]), w) for s, w in profile.scores.items()],
-        preemption=[
-            make(p, PREEMPTIONS[p], order=order) if p == "queue-order" else make(p, PREEMPTIONS[p])
-            for p in profile.preemption
-        ],
-        migration=[make(m, MIGRATIONS[m]) for m in profile.migration],
+        scores=[(make(s, SCORES[s], order), w) for s, w in profile.scores.items()],
+        preemption=[make(p, PREEMPTIONS[p], order) for p in profile.preemption],
+        migration=[make(m, MIGRATIONS[m], order) for m in profile.migration],
     )
 
 
@@ -209,6 +215,13 @@ for _p in (
             # bounds restart churn: preemptions 11,747 -> 4,703, worst rho 4.49 -> 2.73.
             plugin_args={"srpt": {"by": "device"}, "max-throughput": {"lookahead": 2.0},
                          "queue-order": {"min_run_s": 360.0}}),
+    Profile("srpt-plan", "One plan per cycle for running and pending jobs together: SRPT order on remaining "
+            "device-seconds, each job on the device type where it finishes earliest given the jobs ahead "
+            "of it (list scheduling), a running job moves only when that saves clearly more than a "
+            "restart; preemptions and placements both follow from the plan.",
+            filters=("type-available", "quota", "srpt-plan"), queue_order="srpt", scores={"srpt-plan": 1.0},
+            preemption=("srpt-plan", "quota-reclaim"), migration=("srpt-plan",),
+            plugin_args={"srpt": {"by": "device"}}),
     Profile("gittins-hetero", "Gittins-index order with Gavel-style type allocation.",
             filters=("type-available", "quota", "max-throughput"), queue_order="gittins", scores={"max-throughput": 1.0},
             preemption=("priority", "quota-reclaim", "queue-order"), migration=("faster-type",)),

@@ -43,6 +43,10 @@ class RunningTask:
     # Remaining time = (spec_steps - steps_done) / throughput is what a live system knows.
     spec_steps: float | None = None
     steps_done: float = 0.0
+    # The device types the job's spec allows (``()``: not reported; planners then keep the job
+    # on the type it holds). Lets a whole-cluster planner move or rank a running job by every
+    # type it may use, as it does a pending one.
+    allowed_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

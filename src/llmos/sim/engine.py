@@ -264,6 +264,7 @@ class Simulator:
                     observed_throughput=j.rate if t > j.progress_start else None,
                     num_tasks=j.spec.num_tasks, estimated_duration_s=j.spec.estimated_duration_s,
                     spec_steps=j.spec.spec_steps, steps_done=j.spec.work - j.remaining + j.done_at(t),
+                    allowed_types=j.request.device_types,
                 ))
         pending = []
         for j in self.waiting.values():
