@@ -73,6 +73,25 @@ class Capacity:
                 self.free_by_type[t] = self.free_by_type.get(t, 0) + len(devs)
                 self._bucket_add(t, len(devs), n.id)
 
+    def copy(self) -> Capacity:
+        """An independent copy (the undo log is not copied): cheaper than rebuilding from nodes."""
+        c = Capacity.__new__(Capacity)
+        nodes: dict[str, NodeState] = {}
+        new = NodeState.__new__
+        for nid, st in self.nodes.items():
+            s2 = new(NodeState)
+            s2.node = st.node
+            s2.cpus = st.cpus
+            s2.memory_gib = st.memory_gib
+            s2.free = {t: devs[:] for t, devs in st.free.items()}
+            nodes[nid] = s2
+        c.nodes = nodes
+        c.total_by_type = dict(self.total_by_type)
+        c.free_by_type = dict(self.free_by_type)
+        c._buckets = {t: [dict(k) for k in b] for t, b in self._buckets.items()}
+        c._undo = None
+        return c
+
     # -- index maintenance -------------------------------------------------
     def _bucket_add(self, t: str, k: int, node_id: str) -> None:
         if k <= 0:

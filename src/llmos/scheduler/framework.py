@@ -129,21 +129,34 @@ class JobView:
                            t0.attained_service_s, max(1, t0.num_tasks), req, t0.workload,
                            t0.estimated_duration_s, True, (t0,), device_type, t0.last_checkpoint_at,
                            t0.started_at, t0.spec_steps, t0.steps_done, t0.observed_throughput)
-        ckpts = [t.last_checkpoint_at for t in tasks if t.last_checkpoint_at is not None]
-        return JobView(
-            job_id=t0.job_id, tenant=t0.tenant, priority=t0.priority,
-            preemptible=all(t.preemptible for t in tasks), submitted_at=t0.submitted_at,
-            attained_service_s=max(t.attained_service_s for t in tasks),
-            num_tasks=max(len(tasks), t0.num_tasks), request=req, workload=t0.workload,
-            estimated_duration_s=t0.estimated_duration_s,
-            running=True, tasks=tuple(tasks), device_type=device_type,
-            last_checkpoint_at=min(ckpts) if len(ckpts) == len(tasks) else None,
-            started_at=min(t.started_at for t in tasks), spec_steps=t0.spec_steps,
+        # One pass over the gang (the simulator's hot loop sees many gangs).
+        preemptible = t0.preemptible
+        attained = t0.attained_service_s
+        ck = t0.last_checkpoint_at
+        started = t0.started_at
+        done = t0.steps_done
+        observed = t0.observed_throughput
+        for t in tasks[1:]:
+            if not t.preemptible:
+                preemptible = False
+            if t.attained_service_s > attained:
+                attained = t.attained_service_s
+            c = t.last_checkpoint_at
+            if c is None or ck is None:
+                ck = None  # a task without a checkpoint: the gang has none
+            elif c < ck:
+                ck = c
+            if t.started_at < started:
+                started = t.started_at
             # A gang progresses in lock-step; the slowest report is the safe one.
-            steps_done=min(t.steps_done for t in tasks),
-            observed_throughput=min((t.observed_throughput for t in tasks if t.observed_throughput is not None),
-                                    default=None),
-        )
+            if t.steps_done < done:
+                done = t.steps_done
+            o = t.observed_throughput
+            if o is not None and (observed is None or o < observed):
+                observed = o
+        return JobView(t0.job_id, t0.tenant, t0.priority, preemptible, t0.submitted_at, attained,
+                       max(len(tasks), t0.num_tasks), req, t0.workload, t0.estimated_duration_s, True,
+                       tuple(tasks), device_type, ck, started, t0.spec_steps, done, observed)
 
     def lost_work_s(self, now: float) -> float:
         """Seconds of progress lost if stopped now without a checkpoint."""

@@ -68,6 +68,11 @@ def _kth(heap: list[float], k: int) -> float:
     return popped[-1]
 
 
+# A workload's speed on each of some types, the best, the types it runs on (speed > 0) and
+# whether the throughput model has measured the workload.
+_Speeds = tuple[dict[str, float], float, list[tuple[str, float]], bool]
+
+
 def _hours(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 360 else f"{max(s, 0) / 60:.0f} min"
 
@@ -106,7 +111,9 @@ class PlannedTypes:
     _held: dict[str, str] = field(default_factory=dict, repr=False)  # job -> the job its room is kept for
     _quota: TenantQuota = field(default_factory=TenantQuota, repr=False)
     _speeds_for: object = field(default=None, repr=False)
-    _speeds: dict[tuple[str | None, tuple[str, ...]], dict[str, float]] = field(default_factory=dict, repr=False)
+    _speeds: dict[tuple[str | None, tuple[str, ...]], _Speeds] = field(default_factory=dict, repr=False)
+    _cycle_speeds: dict[tuple[str | None, int], _Speeds] = field(default_factory=dict, repr=False)
+    _cycle_keep: list[list[str]] = field(default_factory=list, repr=False)  # keeps the ids above valid
     _allowed_memo: dict[ResourceRequest, list[str]] = field(default_factory=dict, repr=False)
     _run_memo: dict[tuple[str | None, tuple[str, ...], str], list[str]] = field(default_factory=dict, repr=False)
     _types: list[str] = field(default_factory=list, repr=False)
@@ -126,29 +133,35 @@ class PlannedTypes:
         if self._speeds_for is not tp:
             self._speeds_for = tp
             self._speeds.clear()
-        mkey = (job.workload, tuple(types))
-        speeds = self._speeds.get(mkey)
-        if speeds is None:
-            if len(self._speeds) > 65536:
-                self._speeds.clear()
-            speeds = self._speeds[mkey] = {t: tp.speed(job.workload, t) for t in types}
+        # Per cycle, keyed by the identity of ``types`` (the lists are memoised for the cycle).
+        ckey = (job.workload, id(types))
+        hit = self._cycle_speeds.get(ckey)
+        if hit is None:
+            mkey = (job.workload, tuple(types))
+            hit = self._speeds.get(mkey)
+            if hit is None:
+                if len(self._speeds) > 65536:
+                    self._speeds.clear()
+                sp = {t: tp.speed(job.workload, t) for t in types}
+                hit = self._speeds[mkey] = (sp, max(sp.values(), default=0.0),
+                                            [(t, x) for t, x in sp.items() if x > 0], tp.knows(job.workload))
+            self._cycle_speeds[ckey] = hit
+            self._cycle_keep.append(types)
+        speeds, best, pos, known = hit
         rem = job.remaining_steps
-        if rem is not None and not tp.knows(job.workload):
+        if rem is not None and not known:
             if job.observed_throughput and job.device_type and speeds.get(job.device_type, 0.0) > 0:
                 # Unmeasured workload: its own observed speed, scaled to other types by the model's ratios.
                 k = job.observed_throughput / speeds[job.device_type]
-                speeds = {t: s * k for t, s in speeds.items()}
-            else:
-                rem = None  # steps at an unknown speed say nothing about time
-        out: dict[str, float] = {}
+                scaled = {t: s * k for t, s in speeds.items()}
+                return {t: rem / s for t, s in scaled.items() if s > 0}
+            rem = None  # steps at an unknown speed say nothing about time
         if rem is not None:
-            return {t: rem / s for t, s in speeds.items() if s > 0}
-        best = max(speeds.values(), default=0.0)
-        base = max(self.unknown_floor_s, job.attained_service_s)
-        for t, s in speeds.items():
-            if s > 0 and best > 0:
-                out[t] = base * best / s
-        return out
+            return {t: rem / s for t, s in pos}
+        if best <= 0:
+            return {}
+        bb = max(self.unknown_floor_s, job.attained_service_s) * best
+        return {t: bb / s for t, s in pos}
 
     def prepare(self, jobs: Sequence[JobView], ctx: CycleContext) -> None:
         self._target = {}
@@ -156,6 +169,8 @@ class PlannedTypes:
         self._held = {}
         self._allowed_memo.clear()  # the live types may differ from the last cycle's
         self._run_memo.clear()
+        self._cycle_speeds.clear()
+        self._cycle_keep.clear()
         self._types = ctx.device_types
         if not jobs and not any(ctx.capacity.free_by_type.values()):
             return  # nothing waits and nothing is free: every running job stays where it is
@@ -174,11 +189,17 @@ class PlannedTypes:
         log_ratio = math.log(ratio)
         lease = self.lease_s
         items: list[tuple[tuple[object, ...], JobView, dict[str, float]]] = []
+        usable: dict[int, tuple[list[str], list[str]]] = {}  # id(allowed types) -> (them, those in the pools)
+        target = self._target
         for j in [*jobs, *ctx.running.values()]:
-            g = j.devices_total
-            if not g or j.job_id in self._target:
+            g = j.num_tasks * j.request.devices
+            if not g or j.job_id in target:
                 continue
-            times = self._times(j, [t for t in self._allowed(j, ctx) if t in free_now], ctx)
+            allowed = self._allowed(j, ctx)
+            u = usable.get(id(allowed))
+            if u is None:
+                u = usable[id(allowed)] = (allowed, [t for t in allowed if t in free_now])
+            times = self._times(j, u[1], ctx)
             if not srpt:
                 items.append(((key(j, ctx), j.submitted_at, j.job_id), j, times))
                 continue
@@ -201,10 +222,22 @@ class PlannedTypes:
         quotas = any(tp.quota for tp in ctx.tenants.values())
         starts: list[tuple[str, int, dict[str, float]]] = []
         idle = dict(ctx.capacity.free_by_type)
+        speedup = self.unknown_speedup
+        # The finish times on each type's pool, kept as plain lists (appends are cheap) until a job
+        # first needs an order statistic there; from then on a heap (the same multiset either way).
+        heaped: set[str] = set()
+
+        def heap(t: str) -> list[float]:
+            h = later[t]
+            if t not in heaped:
+                heapq.heapify(h)
+                heaped.add(t)
+            return h
+
         for n, job in enumerate(ranked):
             if n >= self.window:
                 break
-            if not any(v > 0 for v in free_now.values()):
+            if max(free_now.values(), default=0) <= 0:
                 # Every device is spoken for now: the rest wait (their start is not estimated further).
                 for j in ranked[n:self.window]:
                     self._later[j.job_id] = (float("inf"), "")
@@ -212,16 +245,27 @@ class PlannedTypes:
             g = job.devices_total
             times = all_times[n]
             cur = job.device_type if job.running else None
-            if cur is not None and cur in times and free_now[cur] >= g and (
-                    now - job.started_at < self.lease_s or (job.remaining_steps is None and not any(
-                        times[t] * self.unknown_speedup <= times[cur] and free_now[t] >= g for t in times))):
-                # Fast path (most running jobs, every cycle): it stays where it is.
-                free_now[cur] -= g
-                self._target[job.job_id] = cur
-                fin = now + times[cur]
-                for _ in range(g):
-                    heapq.heappush(later[cur], fin)
-                continue
+            if cur is not None and cur in times and free_now[cur] >= g:
+                stays = now - job.started_at < lease
+                if not stays and job.spec_steps is None:
+                    here = times[cur]
+                    stays = True
+                    for t, p in times.items():
+                        if p * speedup <= here and free_now[t] >= g:
+                            stays = False
+                            break
+                if stays:
+                    # Fast path (most running jobs, every cycle): it stays where it is.
+                    free_now[cur] -= g
+                    target[job.job_id] = cur
+                    fin = now + times[cur]
+                    lst = later[cur]
+                    if cur in heaped:
+                        for _ in range(g):
+                            heapq.heappush(lst, fin)
+                    else:
+                        lst.extend([fin] * g)
+                    continue
             # Candidates are (finish, finish, start, type): the first field is what is minimised.
             best: tuple[float, float, float, str] | None = None
             stay: tuple[float, float, float, str] | None = None
@@ -238,7 +282,7 @@ class PlannedTypes:
                     if k <= 0:
                         start = now
                     elif k <= len(later[t]):
-                        start = max(_kth(later[t], k), now)
+                        start = max(_kth(heap(t), k), now)
                     else:
                         continue  # the type is too small for the gang
                     restart = self.restart_s if (job.running or job.attained_service_s > 0) else 0.0
@@ -282,15 +326,15 @@ class PlannedTypes:
                 if not job.running:
                     starts.append((job.job_id, g, opts))
                 for _ in range(g):
-                    heapq.heappush(later[t], fin)
+                    heapq.heappush(heap(t), fin)
             else:
                 for _ in range(k):
-                    heapq.heappop(later[t])
+                    heapq.heappop(heap(t))
                 self._later[job.job_id] = (start, t)
                 if self.reserve:
                     free_now[t] = 0
                 for _ in range(k if not self.reserve else g):
-                    heapq.heappush(later[t], fin)
+                    heapq.heappush(heap(t), fin)
 
         self._reassign(starts)
         # Target jobs that must wait for victims to stop keep the free devices of their type:

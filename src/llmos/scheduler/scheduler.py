@@ -15,7 +15,7 @@ nodes as possible. A job that must wait gets one sentence in
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from llmos.core.devices import Node
 from llmos.scheduler.capacity import NO_DEVICE, Capacity, GangRequest, NodeCheck, NodeState
@@ -263,32 +263,50 @@ def _gang(job: JobView) -> GangRequest:
 
 
 def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
-    cap = Capacity(snapshot.nodes)
+    nodes = snapshot.nodes
+    base = _CAPACITY.get(id(nodes))
+    if base is None or base[0] is not nodes:
+        _CAPACITY.clear()
+        base = _CAPACITY[id(nodes)] = (nodes, Capacity(nodes))
+    cap = base[1].copy()
     by_job: dict[str, list[RunningTask]] = {}
     held: dict[str, tuple[list[str], list[float]]] = {}
     for t in snapshot.running:
-        by_job.setdefault(t.job_id, []).append(t)
-        ids, res = held.setdefault(t.node_id, ([], [0.0, 0.0]))
-        ids.extend(t.device_ids)
+        tasks = by_job.get(t.job_id)
+        if tasks is None:
+            by_job[t.job_id] = [t]
+        else:
+            tasks.append(t)
+        h = held.get(t.node_id)
+        if h is None:
+            h = held[t.node_id] = ([], [0.0, 0.0])
+        h[0].extend(t.device_ids)
+        res = h[1]
         res[0] += t.cpus
         res[1] += t.memory_gib
     for node_id, (ids, res) in held.items():
         cap.hold(node_id, ids, res[0], res[1])
-    node_types = {n.id: _device_types(n) for n in snapshot.nodes if n.id in held}
+    node_types: dict[str, dict[str, str]] = {}
+    counts_memo: dict[str, dict[tuple[str, ...], tuple[tuple[str, int], ...]]] = {}
+    for n in nodes:
+        if n.id in held:
+            node_types[n.id], counts_memo[n.id] = _device_types(n)
     running: dict[str, JobView] = {}
     usage: dict[str, dict[str, int]] = {}
     cpu_mem: dict[str, tuple[float, float]] = {}
+    of_running = JobView.of_running
     for jid, tasks in by_job.items():
-        types = node_types.get(tasks[0].node_id, {})
-        dtype = types.get(tasks[0].device_ids[0]) if tasks[0].device_ids else None
-        running[jid] = JobView.of_running(tasks if len(tasks) == 1 else _sorted_tasks(tasks), dtype)
+        t0 = tasks[0]
+        types = node_types.get(t0.node_id, {})
+        dtype = types.get(t0.device_ids[0]) if t0.device_ids else None
+        running[jid] = of_running(tasks if len(tasks) == 1 else _sorted_tasks(tasks), dtype)
         for t in tasks:
-            tt = node_types.get(t.node_id, {})
-            u = usage.setdefault(t.tenant, {})
-            for d in t.device_ids:
-                ty = tt.get(d)
-                if ty is not None:
-                    u[ty] = u.get(ty, 0) + 1
+            u = usage.get(t.tenant)
+            if u is None:
+                u = usage[t.tenant] = {}
+            counts = _type_counts(t.node_id, t.device_ids, node_types, counts_memo)
+            for ty, k in counts:
+                u[ty] = u.get(ty, 0) + k
             c, m = cpu_mem.get(t.tenant, (0.0, 0.0))
             cpu_mem[t.tenant] = (c + t.cpus, m + t.memory_gib)
     totals = _TOTALS.get(id(snapshot.nodes))
@@ -305,23 +323,50 @@ def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
     )
 
 
-_TYPE_MAPS: dict[int, tuple[Node, dict[str, str]]] = {}
+_TYPE_MAPS: dict[int, tuple[Node, dict[str, str], dict[tuple[str, ...], tuple[tuple[str, int], ...]]]] = {}
+# The empty capacity of the last node tuple seen, copied each cycle (the simulator reuses one
+# tuple until a node fails or is repaired).
+_CAPACITY: dict[int, tuple[tuple[Node, ...], Capacity]] = {}
 # Cluster totals of the last node tuple seen (the simulator reuses one tuple until a node fails).
 _TOTALS: dict[int, tuple[tuple[Node, ...], float, float]] = {}
 
 
-def _device_types(node: Node) -> dict[str, str]:
-    """Device id -> type for a node, memoised by identity (the node is kept
-    alive by the memo, so its id cannot be reused while cached)."""
+def _device_types(node: Node) -> tuple[dict[str, str], dict[tuple[str, ...], tuple[tuple[str, int], ...]]]:
+    """Device id -> type for a node, and a memo of device-id tuples -> (type, count) pairs,
+    memoised by identity (the node is kept alive by the memo, so its id cannot be reused while cached)."""
     hit = _TYPE_MAPS.get(id(node))
     if hit is None or hit[0] is not node:
         if len(_TYPE_MAPS) > 200_000:
             _TYPE_MAPS.clear()
-        hit = _TYPE_MAPS[id(node)] = (node, {d.id: d.type for d in node.devices})
-    return hit[1]
+        hit = _TYPE_MAPS[id(node)] = (node, {d.id: d.type for d in node.devices}, {})
+    return hit[1], hit[2]
 
 
-def _sorted_tasks(tasks: Sequence[RunningTask]) -> list[RunningTask]:
+def _type_counts(node_id: str, device_ids: tuple[str, ...], node_types: dict[str, dict[str, str]],
+                 memo: dict[str, dict[tuple[str, ...], tuple[tuple[str, int], ...]]],
+                 ) -> tuple[tuple[str, int], ...]:
+    """How many of ``device_ids`` (on ``node_id``) are of each known type, types in order of first appearance."""
+    m = memo.get(node_id)
+    if m is not None:
+        hit = m.get(device_ids)
+        if hit is not None:
+            return hit
+    tt = node_types.get(node_id, {})
+    out: dict[str, int] = {}
+    for d in device_ids:
+        ty = tt.get(d)
+        if ty is not None:
+            out[ty] = out.get(ty, 0) + 1
+    res = tuple(out.items())
+    if m is not None and len(m) < 4096:
+        m[device_ids] = res
+    return res
+
+
+def _sorted_tasks(tasks: list[RunningTask]) -> list[RunningTask]:
+    ids = [t.task_id for t in tasks]
+    if ids == sorted(ids):
+        return tasks  # already in order (the usual case): no keyed sort
     return sorted(tasks, key=lambda t: t.task_id)
 
 

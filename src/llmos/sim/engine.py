@@ -74,7 +74,7 @@ class SimConfig:
 
 class _Job:
     __slots__ = ("arrived", "attained", "completion", "device_s", "dtype", "pending", "preemptions",
-                 "progress_start", "rate", "remaining", "request", "run_start", "running", "spec",
+                 "progress_start", "protos", "rate", "remaining", "request", "run_start", "running", "spec",
                  "started_once", "tasks", "version")
 
     def __init__(self, spec: TraceJob) -> None:
@@ -90,6 +90,8 @@ class _Job:
         self.progress_start = 0.0
         self.rate = 0.0
         self.tasks: tuple[TaskPlacement, ...] = ()
+        # The fields of its running tasks' snapshot entries that stay fixed while it runs.
+        self.protos: tuple[dict[str, object], ...] = ()
         self.dtype = ""
         self.version = 0
         self.completion: float | None = None
@@ -252,20 +254,24 @@ class Simulator:
 
     def _snapshot(self, t: float) -> ClusterSnapshot:
         running: list[RunningTask] = []
+        new = object.__new__
+        interval = self.cfg.checkpoint_interval_s
         for j in self.running.values():
-            ck = j.checkpoint_at(t, self.cfg.checkpoint_interval_s)
-            for tp in j.tasks:
-                running.append(RunningTask(
-                    task_id=f"{j.spec.job_id}/{tp.task_index}", job_id=j.spec.job_id, tenant=j.spec.tenant,
-                    node_id=tp.node_id, device_ids=tp.device_ids, cpus=tp.cpus, memory_gib=tp.memory_gib,
-                    priority=j.spec.priority, preemptible=j.spec.preemptible, started_at=j.run_start,
-                    last_checkpoint_at=ck, workload=j.spec.workload, submitted_at=j.spec.arrival_s,
-                    attained_service_s=j.attained + (t - j.run_start),
-                    observed_throughput=j.rate if t > j.progress_start else None,
-                    num_tasks=j.spec.num_tasks, estimated_duration_s=j.spec.estimated_duration_s,
-                    spec_steps=j.spec.spec_steps, steps_done=j.spec.work - j.remaining + j.done_at(t),
-                    allowed_types=j.request.device_types,
-                ))
+            ck = j.checkpoint_at(t, interval)
+            attained = j.attained + (t - j.run_start)
+            observed = j.rate if t > j.progress_start else None
+            done = j.spec.work - j.remaining + j.done_at(t)
+            for proto in j.protos:
+                # A copy of the fields fixed at start plus the ones that move with time: the same
+                # RunningTask the constructor builds, without its per-field frozen setattr calls.
+                rt = new(RunningTask)
+                d = rt.__dict__
+                d.update(proto)
+                d["last_checkpoint_at"] = ck
+                d["attained_service_s"] = attained
+                d["observed_throughput"] = observed
+                d["steps_done"] = done
+                running.append(rt)
         pending = []
         for j in self.waiting.values():
             if j.pending is None:
@@ -324,6 +330,16 @@ class Simulator:
         j.running = True
         j.tasks = tuple(tasks)
         j.dtype = next(iter(types), "")
+        spec = j.spec
+        j.protos = tuple(vars(RunningTask(
+            task_id=f"{spec.job_id}/{tp.task_index}", job_id=spec.job_id, tenant=spec.tenant,
+            node_id=tp.node_id, device_ids=tp.device_ids, cpus=tp.cpus, memory_gib=tp.memory_gib,
+            priority=spec.priority, preemptible=spec.preemptible, started_at=t,
+            last_checkpoint_at=None, workload=spec.workload, submitted_at=spec.arrival_s,
+            attained_service_s=0.0, observed_throughput=None,
+            num_tasks=spec.num_tasks, estimated_duration_s=spec.estimated_duration_s,
+            spec_steps=spec.spec_steps, steps_done=0.0, allowed_types=j.request.device_types,
+        )).copy() for tp in tasks)
         j.rate = rate
         j.run_start = t
         overhead = self.cfg.restart_overhead_s if j.started_once else 0.0
@@ -350,6 +366,7 @@ class Simulator:
         for tp in j.tasks:
             self.free[tp.node_id].update(tp.device_ids)
         j.tasks = ()
+        j.protos = ()
 
     def _finish(self, j: _Job, t: float) -> None:
         j.attained += t - j.run_start
