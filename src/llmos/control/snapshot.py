@@ -108,8 +108,16 @@ def running_task(task: TaskRow, job: JobRow, now: float, observed: float | None 
             observed_throughput=observed,
             spec_steps=spec_steps(job.spec) or _number(progress.get("total_steps")),
             steps_done=done or 0.0,
+            # The types its spec allows (as the pending job's request has them), so a whole-cluster
+            # planner may rank and move it by every type it may use, not only the one it holds.
+            allowed_types=allowed_types(job.spec),
         )
     )
+
+
+def allowed_types(spec: dict[str, Any]) -> tuple[str, ...]:
+    """Device types a job's spec allows (canonical names; ``()``: any type)."""
+    return Resources.model_validate(spec.get("resources") or {}).to_request().device_types
 
 
 def build_snapshot(
