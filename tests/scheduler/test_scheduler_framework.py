@@ -83,3 +83,27 @@ def test_schedulers_only_import_core_stdlib_numpy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_memoised_hold_leaves_the_same_capacity_as_hold() -> None:
+    """``held_result`` + ``hold_result`` (the cycle context's memo) must equal ``hold``, index order included."""
+    from llmos.core.devices import Device, Node
+    from llmos.scheduler.capacity import Capacity
+
+    nodes = tuple(
+        Node(f"n{i}", 32.0, 256.0, tuple(Device(f"g{k}", "A" if k % 2 else "B", k, 40.0) for k in range(4)))
+        for i in range(3)
+    )
+    template = Capacity(nodes)
+    held = [("n1", ("g0", "g1"), 4.0, 16.0), ("n0", ("g3",), 2.0, 8.0)]
+    plain, memo = template.copy(), template.copy()
+    for nid, ids, c, m in held:
+        plain.hold(nid, ids, c, m)
+        memo.hold_result(nid, template.held_result(nid, ids), c, m)
+    assert plain.free_by_type == memo.free_by_type
+    assert {t: [list(k) for k in b] for t, b in plain._buckets.items()} == \
+        {t: [list(k) for k in b] for t, b in memo._buckets.items()}
+    for nid, st in plain.nodes.items():
+        st2 = memo.nodes[nid]
+        assert (st.free, st.cpus, st.memory_gib) == (st2.free, st2.cpus, st2.memory_gib)
+    assert template.held_result("missing", ("g0",)) is None

@@ -52,6 +52,9 @@ class GangRequest:
 NodeCheck = Callable[[NodeState], str | None]
 """Extra per-node filter: ``None`` if the node may host the job, else a reason."""
 
+HeldResult = tuple[tuple[str, list[Device]], ...] | None
+"""A node's free devices per type after a hold (see ``Capacity.held_result``)."""
+
 
 class Capacity:
     """Free devices, CPUs and memory per node, indexed by device type."""
@@ -190,6 +193,31 @@ class Capacity:
         st = self.nodes.get(node_id)
         if st is not None:
             self._remove(st, set(device_ids), cpus, memory_gib)
+
+    def held_result(self, node_id: str, device_ids: Sequence[str]) -> HeldResult:
+        """What ``hold`` of these devices would leave of the node's free devices, per type touched
+        (in the node's type order), computed on this capacity without changing it; ``None`` for a
+        node that is not live. Meant for an untouched template whose copies get ``hold_result``."""
+        st = self.nodes.get(node_id)
+        if st is None:
+            return None
+        ids = set(device_ids)
+        return tuple((t, [d for d in cur if d.id not in ids]) for t, cur in st.free.items()
+                     if any(d.id in ids for d in cur))
+
+    def hold_result(self, node_id: str, after: HeldResult, cpus: float, memory_gib: float) -> None:
+        """``hold`` on a node still as it was in the capacity ``after`` came from (see
+        ``held_result``): the same state, index order included, without recomputing it."""
+        if after is None:
+            return
+        st = self.nodes[node_id]
+        for t, rest in after:
+            old = len(st.free[t])
+            st.free[t] = rest[:]
+            self._bucket_move(t, old, len(rest), node_id)
+            self.free_by_type[t] -= old - len(rest)
+        st.cpus -= cpus
+        st.memory_gib -= memory_gib
 
     def _remove(self, st: NodeState, ids: set[str], cpus: float, memory_gib: float) -> None:
         for t, cur in list(st.free.items()):

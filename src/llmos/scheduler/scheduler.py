@@ -18,7 +18,7 @@ import heapq
 from collections.abc import Iterator
 
 from llmos.core.devices import Node
-from llmos.scheduler.capacity import NO_DEVICE, Capacity, GangRequest, NodeCheck, NodeState
+from llmos.scheduler.capacity import NO_DEVICE, Capacity, GangRequest, HeldResult, NodeCheck, NodeState
 from llmos.scheduler.framework import Code, CycleContext, JobView, Status, pending_sentence
 from llmos.scheduler.plan import Placement, Plan, Preemption
 from llmos.scheduler.registry import Plugins, Profile, build_plugins, get_profile
@@ -267,8 +267,10 @@ def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
     base = _CAPACITY.get(id(nodes))
     if base is None or base[0] is not nodes:
         _CAPACITY.clear()
+        _HELD.clear()
         base = _CAPACITY[id(nodes)] = (nodes, Capacity(nodes))
-    cap = base[1].copy()
+    template = base[1]
+    cap = template.copy()
     by_job: dict[str, list[RunningTask]] = {}
     held: dict[str, tuple[list[str], list[float]]] = {}
     for t in snapshot.running:
@@ -279,13 +281,21 @@ def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
             tasks.append(t)
         h = held.get(t.node_id)
         if h is None:
-            h = held[t.node_id] = ([], [0.0, 0.0])
-        h[0].extend(t.device_ids)
-        res = h[1]
-        res[0] += t.cpus
-        res[1] += t.memory_gib
+            held[t.node_id] = (list(t.device_ids), [t.cpus, t.memory_gib])
+        else:
+            h[0].extend(t.device_ids)
+            res = h[1]
+            res[0] += t.cpus
+            res[1] += t.memory_gib
+    memo = _HELD
     for node_id, (ids, res) in held.items():
-        cap.hold(node_id, ids, res[0], res[1])
+        key = (node_id, tuple(ids))
+        after = memo.get(key)
+        if after is None:
+            after = template.held_result(node_id, ids)
+            if len(memo) < 65536:
+                memo[key] = after
+        cap.hold_result(node_id, after, res[0], res[1])
     node_types: dict[str, dict[str, str]] = {}
     counts_memo: dict[str, dict[tuple[str, ...], tuple[tuple[str, int], ...]]] = {}
     for n in nodes:
@@ -297,18 +307,23 @@ def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
     of_running = JobView.of_running
     for jid, tasks in by_job.items():
         t0 = tasks[0]
-        types = node_types.get(t0.node_id, {})
-        dtype = types.get(t0.device_ids[0]) if t0.device_ids else None
+        nid = t0.node_id
+        types = node_types.get(nid)
+        dtype = types.get(t0.device_ids[0]) if types is not None and t0.device_ids else None
         running[jid] = of_running(tasks if len(tasks) == 1 else _sorted_tasks(tasks), dtype)
         for t in tasks:
-            u = usage.get(t.tenant)
+            tenant = t.tenant
+            u = usage.get(tenant)
             if u is None:
-                u = usage[t.tenant] = {}
-            counts = _type_counts(t.node_id, t.device_ids, node_types, counts_memo)
+                u = usage[tenant] = {}
+            m = counts_memo.get(t.node_id)
+            counts = m.get(t.device_ids) if m is not None else None
+            if counts is None:
+                counts = _type_counts(t.node_id, t.device_ids, node_types, counts_memo)
             for ty, k in counts:
                 u[ty] = u.get(ty, 0) + k
-            c, m = cpu_mem.get(t.tenant, (0.0, 0.0))
-            cpu_mem[t.tenant] = (c + t.cpus, m + t.memory_gib)
+            cm = cpu_mem.get(tenant)
+            cpu_mem[tenant] = (t.cpus, t.memory_gib) if cm is None else (cm[0] + t.cpus, cm[1] + t.memory_gib)
     totals = _TOTALS.get(id(snapshot.nodes))
     if totals is None or totals[0] is not snapshot.nodes:
         alive = [n for n in snapshot.nodes if n.alive]
@@ -329,6 +344,9 @@ _TYPE_MAPS: dict[int, tuple[Node, dict[str, str], dict[tuple[str, ...], tuple[tu
 _CAPACITY: dict[int, tuple[tuple[Node, ...], Capacity]] = {}
 # Cluster totals of the last node tuple seen (the simulator reuses one tuple until a node fails).
 _TOTALS: dict[int, tuple[tuple[Node, ...], float, float]] = {}
+# (node id, held device ids) -> what the node's free devices are after the hold, from the template
+# above (cleared with it).
+_HELD: dict[tuple[str, tuple[str, ...]], HeldResult] = {}
 
 
 def _device_types(node: Node) -> tuple[dict[str, str], dict[tuple[str, ...], tuple[tuple[str, int], ...]]]:
