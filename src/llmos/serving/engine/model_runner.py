@@ -62,8 +62,8 @@ class ModelRunner:
     def compile_decode_attention(self) -> str | None:
         """Switch decode attention to a ``torch.compile``-d kernel; None, or why it stayed eager.
 
-        Compiles with dynamic shapes and warms up on two batch shapes here, at load, so
-        no request pays for the compile. Any failure (no C++ compiler, an inductor
+        Compiles with dynamic shapes and warms up every size specialisation here, at load,
+        so no request pays for a compile. Any failure (no C++ compiler, an inductor
         error) leaves the model on its eager path, which gives the same results.
         """
         if shutil.which("g++") is None and shutil.which("c++") is None:
