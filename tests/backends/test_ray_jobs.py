@@ -35,13 +35,15 @@ note(event="start", attempt=int(os.environ["LLMOS_ATTEMPT"]), from_step=start,
 rep.heartbeat()
 for step in range(start + 1, total + 1):
     time.sleep(step_s)
+    # The step's work (its record) comes before its checkpoint: a kill in between
+    # redoes the step; the other order would lose its record while resuming after it.
+    note(event="step", step=step)
     with open(ck + ".tmp", "w") as f:
         json.dump({"step": step}, f)
     os.replace(ck + ".tmp", ck)
     rep.checkpoint(step, ck)
     rep.progress(step, total)
     rep.metrics(step, loss=1.0 / step)
-    note(event="step", step=step)
 print(f"done at step {total} from step {start}", flush=True)
 """
 
