@@ -54,8 +54,9 @@ def serve(
     """Serve MODEL_DIR behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions, ...)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # Before torch loads OpenMP: spinning idle workers would steal the CPU that the HTTP
-    # thread needs between steps (docs/serving-engine.md, performance notes).
+    # Before torch loads OpenMP, as benchmarks/engine.py does: spinning idle workers slowed
+    # decode steps 3-10x under load there (docs/serving-engine.md). In the serving A/B on a
+    # quiet machine the wait policy made no measurable difference (docs/serving.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from llmos.core.devices import CPU, Node
 from llmos.core.jobs import Resources
 from llmos.core.memory import request_for_spec
+from llmos.core.resources import ResourceRequest
 from llmos.scheduler import ClusterSnapshot, PendingJob, RunningTask
 from llmos.scheduler.throughput import ThroughputModel, ThroughputSample, measured_model, rate_from_progress
 from llmos.store.tables import JobRow, MetricRow, TaskRow
@@ -48,7 +49,7 @@ def workload_of(spec: dict[str, Any]) -> str | None:
 def pending_job(job: JobRow) -> PendingJob:
     spec = job.spec
     # The memory model's estimate (filled at submit) raises the memory floor the fit filter checks.
-    req = request_for_spec(spec, Resources.model_validate(spec.get("resources") or {}).to_request())
+    req = request_for_spec(spec, _spec_request(spec))
     return PendingJob(
         **_known(
             PendingJob,
@@ -115,9 +116,14 @@ def running_task(task: TaskRow, job: JobRow, now: float, observed: float | None 
     )
 
 
+def _spec_request(spec: dict[str, Any]) -> ResourceRequest:
+    """The resource request a stored spec's ``resources`` section makes (canonical type names)."""
+    return Resources.model_validate(spec.get("resources") or {}).to_request()
+
+
 def allowed_types(spec: dict[str, Any]) -> tuple[str, ...]:
     """Device types a job's spec allows (canonical names; ``()``: any type)."""
-    return Resources.model_validate(spec.get("resources") or {}).to_request().device_types
+    return _spec_request(spec).device_types
 
 
 def build_snapshot(

@@ -316,11 +316,7 @@ def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
             u = usage.get(tenant)
             if u is None:
                 u = usage[tenant] = {}
-            m = counts_memo.get(t.node_id)
-            counts = m.get(t.device_ids) if m is not None else None
-            if counts is None:
-                counts = _type_counts(t.node_id, t.device_ids, node_types, counts_memo)
-            for ty, k in counts:
+            for ty, k in _type_counts(t.node_id, t.device_ids, node_types, counts_memo):
                 u[ty] = u.get(ty, 0) + k
             cm = cpu_mem.get(tenant)
             cpu_mem[tenant] = (t.cpus, t.memory_gib) if cm is None else (cm[0] + t.cpus, cm[1] + t.memory_gib)

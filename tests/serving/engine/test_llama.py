@@ -42,8 +42,8 @@ def test_chunked_prefill_and_small_blocks_match(gqa_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (8, 2)])
-def test_compiled_decode_attention_equals_eager_gather(heads: int, kv_heads: int) -> None:
-    """The fused kernel reads scattered blocks of ragged contexts exactly as the eager path does."""
+def test_compiled_decode_attention_equals_plain_attention(heads: int, kv_heads: int) -> None:
+    """The fused kernel over scattered blocks of ragged contexts equals attention over each context."""
     from llmos.serving.engine.llama import paged_decode_attention
 
     gen = torch.Generator().manual_seed(0)
