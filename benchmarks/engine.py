@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--hf-requests", type=int, default=4, help="requests timed for the one-at-a-time baseline")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--decode-attention", default="auto", choices=["auto", "native", "compiled", "eager"],
+                    help="decode-attention path of the llmos engine (EngineConfig.decode_attention)")
     ap.add_argument("--loras", type=int, default=0,
                     help="also time the same workload spread round-robin over N random PEFT adapters (r=8, q/v)")
     args = ap.parse_args()
@@ -81,7 +83,7 @@ def main() -> int:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
 
     engine = LLMEngine(model_dir, EngineConfig(max_num_seqs=args.num_prompts, kv_cache_gib=0.5, device=args.device,
-                                               max_loras=max(8, args.loras)))
+                                               max_loras=max(8, args.loras), decode_attention=args.decode_attention))
     n_params = sum(t.numel() for t in [engine.model.embed, engine.model.norm]) + sum(
         t.numel() for layer in engine.model.layers for t in layer.values() if t is not None)
     if engine.model.lm_head is not engine.model.embed:
@@ -120,7 +122,7 @@ def main() -> int:
     llmos_tps = llmos_tokens / llmos_s
     hf_tps = hf_tokens / hf_s
     print(f"model: {args.model_dir or args.model} ({n_params / 1e6:.1f}M params), device {engine.device}, "
-          f"torch threads {torch.get_num_threads()}, dtype {engine.dtype}, "
+          f"torch threads {torch.get_num_threads()}, dtype {engine.dtype}, decode attention {engine.attention_path}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
     print(f"workload: {args.num_prompts} prompts x {args.max_tokens} output tokens, greedy, EOS ignored")
     print(f"llmos engine (continuous batching): {llmos_tokens} tokens in {llmos_s:.2f} s = {llmos_tps:.1f} tok/s")

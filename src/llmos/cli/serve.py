@@ -49,7 +49,8 @@ def serve(
     keep_alive_s: Annotated[float, typer.Option(help="unload idle on-demand models after this (<0: never)")] = -1.0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     enforce_eager: Annotated[bool, typer.Option(
-        "--enforce-eager", help="skip torch.compile of decode attention (faster start, slower decode on CPU)")] = False,
+        "--enforce-eager",
+        help="plain PyTorch decode attention: no native C++ kernel, no torch.compile (slower decode on CPU)")] = False,
 ) -> None:
     """Serve MODEL_DIR behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions, ...)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

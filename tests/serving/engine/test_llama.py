@@ -11,17 +11,21 @@ from engine_helpers import PROMPTS, hf_greedy
 from transformers import AutoModelForCausalLM
 
 from llmos.serving.engine import EngineConfig, LLMEngine, SamplingParams
+from llmos.serving.engine import kernels as kernels_mod
+from llmos.serving.engine.kernels import NativeKernels, load_native_kernels
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
 
 
-@pytest.mark.parametrize("eager", [False, True], ids=["compiled", "eager"])
+@pytest.mark.parametrize("path", ["native", "compiled", "eager"])
 @pytest.mark.parametrize("which", ["mha_dir", "gqa_dir"])
-def test_greedy_matches_transformers(which: str, eager: bool, request: pytest.FixtureRequest) -> None:
+def test_greedy_matches_transformers(which: str, path: str, request: pytest.FixtureRequest) -> None:
     model_dir: Path = request.getfixturevalue(which)
-    engine = LLMEngine(model_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", enforce_eager=eager))
-    if not eager and shutil.which("g++"):
-        assert engine.eager_reason is None and engine.model.decode_attention is not None
+    if path != "eager" and not shutil.which("g++"):
+        pytest.skip("needs a C++ compiler")
+    engine = LLMEngine(model_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", decode_attention=path))
+    assert engine.attention_path == path and engine.attention_note is None
+    assert (engine.model.decode_attention is None) == (path == "eager")
     outs = engine.generate(PROMPTS, GREEDY)
     hf = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
     for prompt, out in zip(PROMPTS, outs, strict=True):
@@ -41,11 +45,8 @@ def test_chunked_prefill_and_small_blocks_match(gqa_dir: Path) -> None:
     assert [o.new_token_ids for o in small] == [o.new_token_ids for o in ref]
 
 
-@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (8, 2)])
-def test_compiled_decode_attention_equals_plain_attention(heads: int, kv_heads: int) -> None:
-    """The fused kernel over scattered blocks of ragged contexts equals attention over each context."""
-    from llmos.serving.engine.llama import paged_decode_attention
-
+def _paged_case(heads: int, kv_heads: int) -> tuple[torch.Tensor, ...]:
+    """Scattered blocks of ragged contexts, and plain attention over each context as the answer."""
     gen = torch.Generator().manual_seed(0)
     hd, bs, nb = 16, 4, 40
     k_cache, v_cache = (torch.randn(kv_heads, nb, bs, hd, generator=gen) for _ in range(2))
@@ -60,10 +61,80 @@ def test_compiled_decode_attention_equals_plain_attention(heads: int, kv_heads: 
         v = v_cache.reshape(kv_heads, -1, hd)[:, slots].repeat_interleave(heads // kv_heads, 0)
         w = (q[i][:, None, :] @ k.transpose(1, 2) * hd**-0.5).softmax(-1)
         expected.append((w @ v)[:, 0])
-    fn = torch.compile(paged_decode_attention, dynamic=True)
+    return q, k_cache, v_cache, tables, ctx, torch.stack(expected)
+
+
+def _native() -> NativeKernels:
+    kernels = load_native_kernels()
+    if isinstance(kernels, str):
+        pytest.skip(kernels)
+    return kernels
+
+
+@pytest.mark.parametrize("path", ["native", "compiled"])
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (8, 2)])
+def test_decode_attention_kernels_equal_plain_attention(heads: int, kv_heads: int, path: str) -> None:
+    """Both fused kernels over scattered blocks of ragged contexts equal attention over each context."""
+    from llmos.serving.engine.llama import paged_decode_attention
+
+    q, k_cache, v_cache, tables, ctx, expected = _paged_case(heads, kv_heads)
+    hd = q.shape[-1]
+    fn = _native().paged_attention if path == "native" else torch.compile(paged_decode_attention, dynamic=True)
     with torch.inference_mode():
         got = fn(q, k_cache, v_cache, tables, ctx, hd**-0.5)
-    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_native_kernels_refuse_out_of_range_input_and_write_slots() -> None:
+    kernels = _native()
+    q, k_cache, v_cache, tables, ctx, _ = _paged_case(4, 2)
+    nb, bs = k_cache.shape[1], k_cache.shape[2]
+    bad = tables.clone()
+    bad[0, 0] = nb  # one past the last block
+    with pytest.raises(ValueError, match="out of range"):
+        kernels.paged_attention(q, k_cache, v_cache, bad, ctx, 0.25)
+    with pytest.raises(ValueError, match="out of range"):
+        kernels.paged_attention(q, k_cache, v_cache, tables, ctx + tables.shape[1] * bs, 0.25)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.paged_attention(q.double(), k_cache, v_cache, tables, ctx, 0.25)
+    # write_kv puts each token's rows where index_copy_ on the slot view does, from a strided view.
+    kv = torch.randn(3, 2 * 2 * 16)
+    k, v = kv[:, :32].view(3, 2, 16), kv[:, 32:].view(3, 2, 16)
+    slots = torch.tensor([0, 7, nb * bs - 1])
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    want_k.view(2, nb * bs, 16).index_copy_(1, slots, k.transpose(0, 1))
+    want_v.view(2, nb * bs, 16).index_copy_(1, slots, v.transpose(0, 1))
+    kernels.write_kv(k, v, k_cache, v_cache, slots)
+    assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v)
+    with pytest.raises(ValueError, match="out of range"):
+        kernels.write_kv(k, v, k_cache, v_cache, torch.tensor([0, 1, nb * bs]))
+    assert torch.equal(k_cache, want_k)  # nothing written by the refused call
+
+
+def test_native_kernels_build_once_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build lands in the cache directory and the next load reuses it (no rebuild)."""
+    _native()  # skips without a compiler
+    monkeypatch.setenv("LLMOS_KERNEL_CACHE", str(tmp_path))
+    cxx = kernels_mod._compiler()
+    assert cxx is not None
+    first = kernels_mod._build(cxx)
+    assert first.parent == tmp_path and first.is_file()
+    mtime = first.stat().st_mtime_ns
+    assert kernels_mod._build(cxx) == first and first.stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
+
+
+def test_decode_attention_setting_is_checked(mha_dir: Path) -> None:
+    from llmos.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="decode_attention must be one of"):
+        EngineConfig(decode_attention="fast")
+    with pytest.raises(ValidationError, match="native decode attention is not available: needs float32"):
+        LLMEngine(mha_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", dtype="bfloat16", decode_attention="native"))
+    # auto takes the fastest path that runs here; enforce_eager overrides it.
+    auto = LLMEngine(mha_dir, EngineConfig(kv_cache_gib=0.02, device="cpu"))
+    assert auto.attention_path == ("native" if shutil.which("g++") else "eager")
+    assert LLMEngine(mha_dir, EngineConfig(kv_cache_gib=0.02, device="cpu", enforce_eager=True)).attention_path == "eager"
 
 
 def test_model_config_errors(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from llmos.errors import ValidationError
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
+DECODE_ATTENTION = ("auto", "native", "compiled", "eager")
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,11 @@ class EngineConfig:
     plus decodes); ``kv_cache_gib`` is the size of the preallocated paged KV cache;
     ``max_loras`` is how many LoRA adapters stay resident before the least recently
     used one is evicted. ``device`` None picks CUDA when available, else CPU.
-    ``enforce_eager`` (as in vLLM) skips ``torch.compile`` of the decode attention,
-    which otherwise runs on CPU when a C++ compiler is present (the compile takes
-    seconds at load, once per process; its result is cached on disk by inductor).
+    ``decode_attention`` picks the decode-attention path: ``native`` (a C++ kernel built
+    once per machine, float32 on CPU), ``compiled`` (``torch.compile``; seconds at load,
+    once per process), ``eager``, or ``auto`` (the fastest that runs here, as measured:
+    native, then compiled, then eager; eager on CUDA until measured there).
+    ``enforce_eager`` (as in vLLM) is ``decode_attention="eager"``.
     """
 
     max_num_seqs: int = 64
@@ -41,6 +44,7 @@ class EngineConfig:
     device: str | None = None
     dtype: str = "auto"
     enforce_eager: bool = False
+    decode_attention: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -56,6 +60,9 @@ class EngineConfig:
             raise ValidationError(f"kv_cache_gib must be > 0, got {self.kv_cache_gib}")
         if self.max_loras < 1:
             raise ValidationError(f"max_loras must be >= 1, got {self.max_loras}")
+        if self.decode_attention not in DECODE_ATTENTION:
+            raise ValidationError(
+                f"decode_attention must be one of {', '.join(DECODE_ATTENTION)}, got {self.decode_attention!r}")
         if self.max_lora_rank < 1:
             raise ValidationError(f"max_lora_rank must be >= 1, got {self.max_lora_rank}")
         if self.dtype not in _DTYPES:

@@ -82,14 +82,12 @@ class LLMEngine:
         self.scheduler = Scheduler(config, self.block_manager)
         self.lora_manager = LoraManager(mcfg, config.max_loras, config.max_lora_rank, self.device, self.dtype)
         self.runner = ModelRunner(self.model, self.num_blocks, config.block_size, self.lora_manager)
-        # Measured on CPU only (benchmarks/engine.py); on CUDA the eager path stays until measured there.
-        self.eager_reason: str | None = "enforce_eager"
-        if not config.enforce_eager and self.device.type != "cpu":
-            self.eager_reason = f"compiled attention not measured on {self.device.type} yet"
-        elif not config.enforce_eager:
-            self.eager_reason = self.runner.compile_decode_attention()
-            if self.eager_reason:
-                log.warning("decode attention stays eager: %s", self.eager_reason)
+        # Which decode-attention path runs (native kernel, compiled, eager) and, if ``auto`` fell
+        # back from a faster one, why.
+        self.attention_path, self.attention_note = self.runner.select_decode_attention(
+            "eager" if config.enforce_eager else config.decode_attention)
+        if self.attention_note:
+            log.warning("decode attention is %s: %s", self.attention_path, self.attention_note)
         self.sampler = Sampler(self.eos_token_ids)
         self._seqs: dict[str, Sequence] = {}
         self._aborted: list[RequestOutput] = []

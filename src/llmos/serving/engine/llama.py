@@ -115,11 +115,14 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
 class LlamaModel:
     """Weights plus forward pass; no autograd, no nn.Module machinery on the hot path.
 
-    ``decode_attention`` is None (the eager gather + matmul path) or a compiled
-    :func:`paged_decode_attention`, set by the engine (see ``LLMEngine``).
+    ``decode_attention`` is None (the eager gather + matmul path), the native kernel
+    (``kernels.py``) or a compiled :func:`paged_decode_attention`, set by the model
+    runner (``ModelRunner.select_decode_attention``).
     """
 
     decode_attention: Callable[..., torch.Tensor] | None = None
+    # Writes a step's K/V rows into their cache slots (the native kernel); None: ``index_copy_``.
+    write_kv: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype) -> None:
@@ -259,8 +262,11 @@ class LlamaModel:
         """``k_cache``/``v_cache`` are head-major: [kv_heads, num_blocks, block_size, head_dim]."""
         nkv, hd = k.shape[1], k.shape[2]
         nb, bs = k_cache.shape[1], k_cache.shape[2]
-        k_cache.view(nkv, nb * bs, hd).index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
-        v_cache.view(nkv, nb * bs, hd).index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
+        if self.write_kv is not None:
+            self.write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        else:
+            k_cache.view(nkv, nb * bs, hd).index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
+            v_cache.view(nkv, nb * bs, hd).index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
         out = torch.empty_like(q)
         d = meta.num_decode
         gqa = q.shape[1] != nkv

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from llmos.errors import ValidationError
-from llmos.serving.engine.config import ModelConfig
+from llmos.serving.engine.config import DECODE_ATTENTION, ModelConfig
+from llmos.serving.engine.kernels import load_native_kernels
 from llmos.serving.engine.llama import BatchMetadata, LlamaModel, PrefillChunk, paged_decode_attention
 from llmos.serving.engine.lora import LoraManager
 from llmos.serving.engine.scheduler import ScheduledSeq
@@ -59,7 +60,41 @@ class ModelRunner:
             dtype=model.dtype, device=model.device,
         )
 
-    def compile_decode_attention(self) -> str | None:
+    def select_decode_attention(self, mode: str) -> tuple[str, str | None]:
+        """Pick the decode-attention path for ``mode`` (one of ``DECODE_ATTENTION``).
+
+        Returns the path taken (``native``, ``compiled`` or ``eager``) and, when ``auto``
+        fell back from a faster one, why. ``auto`` on CPU in float32 takes the native
+        kernel (``kernels.py``), else the compiled one, else eager; on other devices it
+        stays eager (the others are not measured there). An explicit mode that cannot
+        run raises ValidationError with the reason.
+        """
+        if mode not in DECODE_ATTENTION:
+            raise ValidationError(f"decode_attention must be one of {', '.join(DECODE_ATTENTION)}, got {mode!r}")
+        if mode == "eager":
+            return "eager", None
+        cpu = self.device.type == "cpu"
+        notes: list[str] = []
+        if mode in ("auto", "native"):
+            why = None if cpu and self.model.dtype == torch.float32 else "needs float32 on CPU"
+            kernel = load_native_kernels() if why is None else why
+            if not isinstance(kernel, str):
+                self.model.decode_attention = kernel.paged_attention
+                self.model.write_kv = kernel.write_kv
+                return "native", None
+            if mode == "native":
+                raise ValidationError(f"native decode attention is not available: {kernel}")
+            notes.append(f"native: {kernel}")
+        if mode == "auto" and not cpu:
+            return "eager", f"compiled attention not measured on {self.device.type} yet"
+        failed = self._compile_decode_attention()
+        if failed is None:
+            return "compiled", "; ".join(notes) or None
+        if mode == "compiled":
+            raise ValidationError(f"compiled decode attention is not available: {failed}")
+        return "eager", "; ".join([*notes, f"compiled: {failed}"])
+
+    def _compile_decode_attention(self) -> str | None:
         """Switch decode attention to a ``torch.compile``-d kernel; None, or why it stayed eager.
 
         Compiles with dynamic shapes and warms up every size specialisation here, at load,
