@@ -71,6 +71,8 @@ def _kth(heap: list[float], k: int) -> float:
 # A workload's speed on each of some types, the best, the types it runs on (speed > 0) and
 # whether the throughput model has measured the workload.
 _Speeds = tuple[dict[str, float], float, list[tuple[str, float]], bool]
+# A running job's pool types it runs on with their speeds, the best of them and its current type's speed.
+_Pool = tuple[list[tuple[str, float]], float, float]
 
 
 def _hours(s: float) -> str:
@@ -116,6 +118,12 @@ class PlannedTypes:
     _cycle_keep: list[list[str]] = field(default_factory=list, repr=False)  # keeps the ids above valid
     _allowed_memo: dict[ResourceRequest, list[str]] = field(default_factory=dict, repr=False)
     _run_memo: dict[tuple[str | None, tuple[str, ...], str], list[str]] = field(default_factory=dict, repr=False)
+    # (workload, spec's types, current type) of a running job -> its pool types with speed > 0 and their
+    # speeds, the best of them and its speed on its current type (0: not in the pools); or None where
+    # the model has not measured the workload. Valid while ``_pools_for`` (live types, pool types and
+    # throughput model) is unchanged, so across cycles.
+    _pools: dict[tuple[str | None, tuple[str, ...], str], _Pool | None] = field(default_factory=dict, repr=False)
+    _pools_for: tuple[tuple[str, ...], tuple[str, ...]] = field(default=((), ()), repr=False)
     _types: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -188,24 +196,56 @@ class PlannedTypes:
         ratio = self.unknown_class_ratio
         log_ratio = math.log(ratio)
         lease = self.lease_s
-        items: list[tuple[tuple[object, ...], JobView, dict[str, float]]] = []
+        # Per job: its rank key, it, and either its seconds left per type or, for a running job on a
+        # measured workload (most jobs, every cycle), (work, its pool): its seconds left on a type are
+        # ``work / speed``, worked out per type only if the job is considered for a move.
+        items: list[tuple[tuple[object, ...], JobView, dict[str, float] | None, tuple[float, _Pool] | None]] = []
         usable: dict[int, tuple[list[str], list[str]]] = {}  # id(allowed types) -> (them, those in the pools)
         target = self._target
+        pools = self._pools
+        sig = (tuple(self._types), tuple(free_now))
+        if self._pools_for != sig or self._speeds_for is not ctx.throughput:
+            pools.clear()
+            self._pools_for = sig
+            self._speeds_for = ctx.throughput
+            self._speeds.clear()
         for j in [*jobs, *ctx.running.values()]:
             g = j.num_tasks * j.request.devices
             if not g or j.job_id in target:
                 continue
+            cur = j.device_type
+            if srpt and j.running and cur:
+                pkey = (j.workload, j.tasks[0].allowed_types if j.tasks else (), cur)
+                pool = pools.get(pkey)
+                if pool is None and pkey not in pools:
+                    pool = pools[pkey] = self._pool(j, free_now, ctx)
+                if pool is not None:
+                    # As below and in ``_times``, without the per-type dict (the least time is at the best speed).
+                    pos, top, _ = pool
+                    steps = j.spec_steps
+                    if steps is not None:
+                        work = max(0.0, steps - j.steps_done)
+                    else:
+                        work = max(self.unknown_floor_s, j.attained_service_s) * top
+                    rem = work / top if pos else math.inf
+                    if per_device:
+                        rem *= g
+                    if steps is None and rem < math.inf:
+                        rem = ratio ** math.floor(math.log(max(rem, 1.0)) / log_ratio)
+                    leased = 0 if now - j.started_at < lease else 1
+                    items.append(((-j.priority, leased, rem, j.submitted_at, j.job_id), j, None, (work, pool)))
+                    continue
             allowed = self._allowed(j, ctx)
             u = usable.get(id(allowed))
             if u is None:
                 u = usable[id(allowed)] = (allowed, [t for t in allowed if t in free_now])
-            times = self._times(j, u[1], ctx)
+            secs = self._times(j, u[1], ctx)
             if not srpt:
-                items.append(((key(j, ctx), j.submitted_at, j.job_id), j, times))
+                items.append(((key(j, ctx), j.submitted_at, j.job_id), j, secs, None))
                 continue
             # The order's remaining time, on every type the job may use (a running job's view
             # holds only its current type), in device-seconds when the order ranks so.
-            rem = min(times.values(), default=math.inf)
+            rem = min(secs.values(), default=math.inf)
             if per_device:
                 rem *= g
             if j.remaining_steps is None:
@@ -215,10 +255,11 @@ class PlannedTypes:
                 rem = ratio ** math.floor(math.log(max(rem, 1.0)) / log_ratio) if rem < math.inf else rem
             # Within a priority class, a running job inside its lease keeps its place and its type.
             leased = 0 if j.running and now - j.started_at < lease else 1
-            items.append(((-j.priority, leased, rem, j.submitted_at, j.job_id), j, times))
+            items.append(((-j.priority, leased, rem, j.submitted_at, j.job_id), j, secs, None))
         items.sort(key=lambda it: it[0])
         ranked = [it[1] for it in items]
         all_times = [it[2] for it in items]
+        lazy = [it[3] for it in items]
         quotas = any(tp.quota for tp in ctx.tenants.values())
         starts: list[tuple[str, int, dict[str, float]]] = []
         idle = dict(ctx.capacity.free_by_type)
@@ -226,6 +267,7 @@ class PlannedTypes:
         # The finish times on each type's pool, kept as plain lists (appends are cheap) until a job
         # first needs an order statistic there; from then on a heap (the same multiset either way).
         heaped: set[str] = set()
+        at_now = False  # whether a finish time in the pools is now (a start now where no device has room)
 
         def heap(t: str) -> list[float]:
             h = later[t]
@@ -234,10 +276,11 @@ class PlannedTypes:
                 heaped.add(t)
             return h
 
+        room = sum(1 for x in free_now.values() if x > 0)  # types with devices not yet spoken for
         for n, job in enumerate(ranked):
             if n >= self.window:
                 break
-            if max(free_now.values(), default=0) <= 0:
+            if not room:
                 # Every device is spoken for now: the rest wait (their start is not estimated further).
                 for j in ranked[n:self.window]:
                     self._later[j.job_id] = (float("inf"), "")
@@ -245,27 +288,62 @@ class PlannedTypes:
             g = job.devices_total
             times = all_times[n]
             cur = job.device_type if job.running else None
-            if cur is not None and cur in times and free_now[cur] >= g:
+            stays = False
+            here = 0.0
+            lz = lazy[n]
+            if lz is not None and job.device_type is not None:
+                cur = job.device_type
+                work, (pos, _best, on_cur) = lz
+                if on_cur > 0 and free_now[cur] >= g:  # as ``cur in times`` below
+                    here = work / on_cur
+                    stays = now - job.started_at < lease
+                    if not stays and job.spec_steps is None:
+                        stays = True  # the rule below, on the same figures
+                        for t, s in pos:
+                            if work / s * speedup <= here and free_now[t] >= g:
+                                stays = False
+                                break
+                    elif not stays and not at_now:
+                        # Below, a running job that can stay moves only to a type where it starts now
+                        # and saves more than the hysteresis bar (a later start keeps it where it is).
+                        # It starts now only where there is room (unless a finish time in the pools is
+                        # now: ``at_now``); where no such type saves enough, it stays.
+                        fin = now + here
+                        bar = max(self.move_min_s, self.move_frac * (fin - now))
+                        then = now + self.restart_s
+                        stays = True
+                        for t, s in pos:
+                            if t != cur and free_now[t] >= g and fin - (then + work / s) > bar:
+                                stays = False
+                                break
+                if not stays:
+                    times = {t: work / s for t, s in pos}
+            elif times is not None and cur is not None and cur in times and free_now[cur] >= g:
+                here = times[cur]
                 stays = now - job.started_at < lease
                 if not stays and job.spec_steps is None:
-                    here = times[cur]
                     stays = True
                     for t, p in times.items():
                         if p * speedup <= here and free_now[t] >= g:
                             stays = False
                             break
-                if stays:
-                    # Fast path (most running jobs, every cycle): it stays where it is.
-                    free_now[cur] -= g
-                    target[job.job_id] = cur
-                    fin = now + times[cur]
-                    lst = later[cur]
-                    if cur in heaped:
-                        for _ in range(g):
-                            heapq.heappush(lst, fin)
-                    else:
-                        lst.extend([fin] * g)
-                    continue
+            if stays and cur is not None:
+                # Fast path (most running jobs, every cycle): it stays where it is.
+                free_now[cur] -= g
+                if not free_now[cur]:
+                    room -= 1
+                target[job.job_id] = cur
+                fin = now + here
+                if fin <= now:
+                    at_now = True
+                lst = later[cur]
+                if cur in heaped:
+                    for _ in range(g):
+                        heapq.heappush(lst, fin)
+                else:
+                    lst.extend([fin] * g)
+                continue
+            assert times is not None
             # Candidates are (finish, finish, start, type): the first field is what is minimised.
             best: tuple[float, float, float, str] | None = None
             stay: tuple[float, float, float, str] | None = None
@@ -317,9 +395,13 @@ class PlannedTypes:
             if best[2] > now and nowbest is not None and nowbest[0] <= best[0] + self.wait_factor * (best[1] - now):
                 best = nowbest
             _cost, fin, start, t = best
+            if fin <= now:
+                at_now = True
             k = g - max(free_now[t], 0)
             if k <= 0:
                 free_now[t] -= g
+                if not free_now[t]:
+                    room -= 1
                 if t != cur:
                     idle[t] = max(0, idle.get(t, 0) - g)
                 self._target[job.job_id] = t
@@ -332,6 +414,8 @@ class PlannedTypes:
                     heapq.heappop(heap(t))
                 self._later[job.job_id] = (start, t)
                 if self.reserve:
+                    if free_now[t] > 0:
+                        room -= 1
                     free_now[t] = 0
                 for _ in range(k if not self.reserve else g):
                     heapq.heappush(heap(t), fin)
@@ -351,6 +435,17 @@ class PlannedTypes:
                 free[want] -= job.devices_total
             else:
                 first[want] = job.job_id
+
+    def _pool(self, job: JobView, pool_types: dict[str, int], ctx: CycleContext) -> _Pool | None:
+        """A running job's types in the pools it runs on with their speeds, the best of those speeds
+        and its speed on its current type (0: not among them), as ``_times`` reads them; ``None``
+        where the model has not measured its workload (``_times`` then scales observed speeds)."""
+        tp = ctx.throughput
+        if not tp.knows(job.workload):
+            return None
+        sp = {t: tp.speed(job.workload, t) for t in self._allowed(job, ctx) if t in pool_types}
+        pos = [(t, x) for t, x in sp.items() if x > 0]
+        return pos, max((x for _, x in pos), default=0.0), sp.get(job.device_type or "", 0.0)
 
     def _reassign(self, starts: list[tuple[str, int, dict[str, float]]]) -> None:
         """Re-give the types of the jobs that start now among themselves (same devices per type) so
