@@ -4,8 +4,9 @@ Two float32 kernels (``csrc/paged_attention.cpp``): decode attention over the pa
 cache, which reads each sequence's K and V blocks in place, once, where the
 ``torch.compile``-d gather (``llama.paged_decode_attention``) spends most of its time
 on index arithmetic (measured 2-3x faster per call for 64 sequences,
-docs/serving-engine.md); and the write of a step's new K/V rows into their slots. The shared object is built with the system C++ compiler
-(``$CXX``, else ``g++``/``c++``; ``-O3 -march=native -fopenmp``) into a cache directory
+docs/serving-engine.md); and the write of a step's new K/V rows into their slots.
+The shared object is built with the system C++ compiler (``$CXX``, else
+``g++``/``c++``; ``-O3 -march=native -fopenmp``) into a cache directory
 keyed by the source, the compiler, its flags and the CPU's feature flags, so it
 compiles once per machine (about a second) and never runs on a CPU it was not built
 for. ``ctypes`` releases the GIL for the call, so the HTTP thread keeps serving.
