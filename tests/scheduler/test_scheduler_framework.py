@@ -107,3 +107,28 @@ def test_memoised_hold_leaves_the_same_capacity_as_hold() -> None:
         st2 = memo.nodes[nid]
         assert (st.free, st.cpus, st.memory_gib) == (st2.free, st2.cpus, st2.memory_gib)
     assert template.held_result("missing", ("g0",)) is None
+
+
+def test_usage_is_counted_on_first_read_with_earlier_charges_applied_in_order() -> None:
+    """``CycleContext.usage`` is counted lazily; charges made before the first read must leave the
+    same figures as charging after an eager count."""
+    from sched_factories import running
+
+    from llmos.scheduler.framework import JobView
+    from llmos.scheduler.scheduler import _context
+
+    nodes = (node("a", "A100", 4), node("v", "V100", 4))
+    tasks = (running("x", "a", ["gpu0", "gpu1"], tenant="t1"), running("y", "v", ["gpu0"], tenant="t2"),
+             running("z", "v", ["gpu1", "gpu2"], tenant="t1"))
+    snap = ClusterSnapshot(nodes, running=tasks)
+    newcomer = JobView.of_pending(pending("new", devices=2, tenant="t2", cpus=2.5))
+    eager, lazy = _context(snap, 0.0), _context(snap, 0.0)
+    assert eager.usage == {"t1": {"A100": 2, "V100": 2}, "t2": {"V100": 1}}
+    assert eager.cpu_mem_usage == {"t1": (2.0, 2.0), "t2": (1.0, 1.0)}
+    for ctx in (eager, lazy):
+        ctx.charge(newcomer, "A100")
+        ctx.charge(ctx.running["x"], "A100", -1)
+    assert lazy._usage is None  # nothing read yet: the charges wait for the count
+    assert (lazy.usage, lazy.cpu_mem_usage) == (eager.usage, eager.cpu_mem_usage)
+    assert lazy.usage == {"t1": {"A100": 0, "V100": 2}, "t2": {"V100": 1, "A100": 2}}
+    assert lazy.cpu_mem_usage == {"t1": (1.0, 1.0), "t2": (3.5, 2.0)}

@@ -197,6 +197,23 @@ def test_the_shortcut_for_running_jobs_plans_as_the_full_rules() -> None:
     assert plan == _per_type_times_only(make_scheduler("srpt-plan")).schedule(snap, 1_000.0)
 
 
+def test_a_running_job_that_would_start_later_on_a_faster_busy_type_stays_as_the_full_rules_say() -> None:
+    model = ThroughputModel({"w": {"V100": 10.0, "P100": 4.0, "K80": 1.0}})
+    nodes = (node("v", "V100", 1), node("p", "P100", 1), node("k", "K80", 2))
+    three = ("V100", "P100", "K80")
+    short = run("short", "v", 2_000, allowed_types=three)  # 200 s left: first in line, and V100 frees then
+    # 10,000 s left on K80; the free P100 (2,500 s + 30) saves more than the bar, so the shortcut falls
+    # back to the per-type rules: starting on V100 once short ends (200 + 30 + 1,000 s) finishes
+    # first, and a running job does not move to a later start, so it stays.
+    waits = run("waits", "k", 10_000, allowed_types=three)
+    # The same job without V100: P100 finishes first and starts now, so it moves there.
+    moves = run("moves", "k", 10_000, dev="gpu1", allowed_types=("P100", "K80"))
+    snap = ClusterSnapshot(nodes, running=(short, waits, moves), throughput=model)
+    plan = make_scheduler("srpt-plan").schedule(snap, 1_000.0)
+    assert stopped(plan) == ["moves"] and "migrating to P100" in plan.preemptions[0].reason
+    assert plan == _per_type_times_only(make_scheduler("srpt-plan")).schedule(snap, 1_000.0)
+
+
 def test_the_shortcut_for_running_jobs_plans_as_the_full_rules_over_a_whole_simulation() -> None:
     rng = random.Random(7)
     jobs = []

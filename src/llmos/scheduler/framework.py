@@ -19,7 +19,7 @@ snapshot (the simulator relies on it for reproducible runs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -180,12 +180,19 @@ def _running_request(devices: int, device_type: str | None, cpus: float, memory_
     return req
 
 
+Usage = tuple[dict[str, dict[str, int]], dict[str, tuple[float, float]]]
+"""Devices held per tenant and device type, and (CPUs, GiB) held per tenant."""
+
+
 @dataclass
 class CycleContext:
     """What every plug-in may read during one ``schedule`` call.
 
     ``capacity`` and ``usage`` change as the cycle places jobs. Plug-ins may
     keep per-cycle notes in ``notes`` (e.g. an allocator's preferred types).
+    ``usage`` and ``cpu_mem_usage`` are counted by ``tally`` when first read:
+    counting is a pass over every running task, and profiles without quotas
+    or a fair-share order never read them.
     """
 
     snapshot: ClusterSnapshot
@@ -193,12 +200,31 @@ class CycleContext:
     capacity: Capacity
     throughput: ThroughputModel
     running: dict[str, JobView]
-    usage: dict[str, dict[str, int]]  # tenant -> device type -> devices held
-    cpu_mem_usage: dict[str, tuple[float, float]]  # tenant -> (cpus, GiB) held
+    tally: Callable[[], Usage]
     tenants: Mapping[str, TenantPolicy]
     total_cpus: float = 0.0
     total_memory_gib: float = 0.0
     notes: dict[str, dict[str, str]] = field(default_factory=dict)
+    _usage: Usage | None = field(default=None, init=False, repr=False)
+    # ``charge`` calls made before the first read, applied in order once counted (the same sums).
+    _charges: list[tuple[JobView, str, int]] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Tenant -> device type -> devices held."""
+        return (self._usage or self._count())[0]
+
+    @property
+    def cpu_mem_usage(self) -> dict[str, tuple[float, float]]:
+        """Tenant -> (CPUs, GiB) held."""
+        return (self._usage or self._count())[1]
+
+    def _count(self) -> Usage:
+        self._usage = self.tally()
+        for job, device_type, sign in self._charges:
+            self._charge(job, device_type, sign)
+        self._charges.clear()
+        return self._usage
 
     @property
     def device_types(self) -> list[str]:
@@ -216,6 +242,12 @@ class CycleContext:
 
     def charge(self, job: JobView, device_type: str, sign: int = 1) -> None:
         """Account a placement (sign=1) or a release (sign=-1) to the job's tenant."""
+        if self._usage is None:
+            self._charges.append((job, device_type, sign))
+        else:
+            self._charge(job, device_type, sign)
+
+    def _charge(self, job: JobView, device_type: str, sign: int) -> None:
         if job.request.devices:
             u = self.usage.setdefault(job.tenant, {})
             u[device_type] = u.get(device_type, 0) + sign * job.devices_total

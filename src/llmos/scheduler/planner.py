@@ -316,6 +316,37 @@ class PlannedTypes:
                             if t != cur and free_now[t] >= g and fin - (then + work / s) > bar:
                                 stays = False
                                 break
+                    if not stays:
+                        # The candidate loop below for this job, reduced to its outcome: it moves only if
+                        # the least (cost, finish, start, type) is another type it starts on now and the
+                        # move is worth it; mostly a busy, faster type it would start on later wins, and
+                        # it stays. Only a move is planned by the loop itself (from the same pools: the
+                        # order statistics taken here leave them as they were).
+                        stay_fin = now + here
+                        lead: tuple[float, float, float, str] = (stay_fin, stay_fin, now, cur)
+                        lead_s = on_cur
+                        for t, s in pos:
+                            if t == cur:
+                                continue
+                            k = g - max(free_now[t], 0)
+                            if k <= 0:
+                                start = now
+                            elif k <= len(later[t]):
+                                start = max(_kth(heap(t), k), now)
+                            else:
+                                continue
+                            fin = start + self.restart_s + work / s
+                            cand = (fin + (self.displace_s if start <= now and idle.get(t, 0) < g else 0.0),
+                                    fin, start, t)
+                            if cand < lead:
+                                lead, lead_s = cand, s
+                        stays = True
+                        if lead[3] != cur and lead[2] <= now:
+                            if job.spec_steps is None:
+                                stays = not (here >= speedup * (work / lead_s)
+                                             and now - job.started_at >= self.move_min_s)
+                            else:
+                                stays = not stay_fin - lead[1] > max(self.move_min_s, self.move_frac * (stay_fin - now))
                 if not stays:
                     times = {t: work / s for t, s in pos}
             elif times is not None and cur is not None and cur in times and free_now[cur] >= g:

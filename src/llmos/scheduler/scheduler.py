@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from llmos.core.devices import Node
 from llmos.scheduler.capacity import NO_DEVICE, Capacity, GangRequest, HeldResult, NodeCheck, NodeState
-from llmos.scheduler.framework import Code, CycleContext, JobView, Status, pending_sentence
+from llmos.scheduler.framework import Code, CycleContext, JobView, Status, Usage, pending_sentence
 from llmos.scheduler.plan import Placement, Plan, Preemption
 from llmos.scheduler.registry import Plugins, Profile, build_plugins, get_profile
 from llmos.scheduler.snapshot import ClusterSnapshot, RunningTask
@@ -264,12 +264,14 @@ def _gang(job: JobView) -> GangRequest:
 
 def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
     nodes = snapshot.nodes
-    base = _CAPACITY.get(id(nodes))
+    base = _BASE.get(id(nodes))
     if base is None or base[0] is not nodes:
-        _CAPACITY.clear()
+        _BASE.clear()
         _HELD.clear()
-        base = _CAPACITY[id(nodes)] = (nodes, Capacity(nodes))
-    template = base[1]
+        alive = [n for n in nodes if n.alive]
+        base = _BASE[id(nodes)] = (nodes, Capacity(nodes), {n.id: _device_types(n) for n in nodes},
+                                   sum(n.cpus for n in alive), sum(n.memory_gib for n in alive))
+    _, template, node_types, total_cpus, total_memory = base
     cap = template.copy()
     by_job: dict[str, list[RunningTask]] = {}
     held: dict[str, tuple[list[str], list[float]]] = {}
@@ -296,56 +298,50 @@ def _context(snapshot: ClusterSnapshot, now: float) -> CycleContext:
             if len(memo) < 65536:
                 memo[key] = after
         cap.hold_result(node_id, after, res[0], res[1])
-    node_types: dict[str, dict[str, str]] = {}
-    counts_memo: dict[str, dict[tuple[str, ...], tuple[tuple[str, int], ...]]] = {}
-    for n in nodes:
-        if n.id in held:
-            node_types[n.id], counts_memo[n.id] = _device_types(n)
     running: dict[str, JobView] = {}
-    usage: dict[str, dict[str, int]] = {}
-    cpu_mem: dict[str, tuple[float, float]] = {}
     of_running = JobView.of_running
     for jid, tasks in by_job.items():
         t0 = tasks[0]
-        nid = t0.node_id
-        types = node_types.get(nid)
-        dtype = types.get(t0.device_ids[0]) if types is not None and t0.device_ids else None
+        types = node_types.get(t0.node_id)
+        dtype = types[0].get(t0.device_ids[0]) if types is not None and t0.device_ids else None
         running[jid] = of_running(tasks if len(tasks) == 1 else _sorted_tasks(tasks), dtype)
-        for t in tasks:
-            tenant = t.tenant
-            u = usage.get(tenant)
-            if u is None:
-                u = usage[tenant] = {}
-            for ty, k in _type_counts(t.node_id, t.device_ids, node_types, counts_memo):
-                u[ty] = u.get(ty, 0) + k
-            cm = cpu_mem.get(tenant)
-            cpu_mem[tenant] = (t.cpus, t.memory_gib) if cm is None else (cm[0] + t.cpus, cm[1] + t.memory_gib)
-    totals = _TOTALS.get(id(snapshot.nodes))
-    if totals is None or totals[0] is not snapshot.nodes:
-        alive = [n for n in snapshot.nodes if n.alive]
-        totals = (snapshot.nodes, sum(n.cpus for n in alive), sum(n.memory_gib for n in alive))
-        _TOTALS.clear()
-        _TOTALS[id(snapshot.nodes)] = totals
     return CycleContext(
         snapshot=snapshot, now=now, capacity=cap,
         throughput=snapshot.throughput or CATALOG_MODEL,
-        running=running, usage=usage, cpu_mem_usage=cpu_mem, tenants=snapshot.tenants,
-        total_cpus=totals[1], total_memory_gib=totals[2],
+        running=running, tally=lambda: _tally(snapshot.running, node_types), tenants=snapshot.tenants,
+        total_cpus=total_cpus, total_memory_gib=total_memory,
     )
 
 
+def _tally(running: tuple[RunningTask, ...], node_types: dict[str, _TypeMap]) -> Usage:
+    """Devices held per tenant and type, and CPUs and GiB held per tenant (``CycleContext.usage``)."""
+    usage: dict[str, dict[str, int]] = {}
+    cpu_mem: dict[str, tuple[float, float]] = {}
+    for t in running:
+        tenant = t.tenant
+        u = usage.get(tenant)
+        if u is None:
+            u = usage[tenant] = {}
+        for ty, k in _type_counts(t.node_id, t.device_ids, node_types):
+            u[ty] = u.get(ty, 0) + k
+        cm = cpu_mem.get(tenant)
+        cpu_mem[tenant] = (t.cpus, t.memory_gib) if cm is None else (cm[0] + t.cpus, cm[1] + t.memory_gib)
+    return usage, cpu_mem
+
+
+# A node's device id -> type, and a memo of device-id tuples -> (type, count) pairs on it.
+_TypeMap = tuple[dict[str, str], dict[tuple[str, ...], tuple[tuple[str, int], ...]]]
 _TYPE_MAPS: dict[int, tuple[Node, dict[str, str], dict[tuple[str, ...], tuple[tuple[str, int], ...]]]] = {}
-# The empty capacity of the last node tuple seen, copied each cycle (the simulator reuses one
-# tuple until a node fails or is repaired).
-_CAPACITY: dict[int, tuple[tuple[Node, ...], Capacity]] = {}
-# Cluster totals of the last node tuple seen (the simulator reuses one tuple until a node fails).
-_TOTALS: dict[int, tuple[tuple[Node, ...], float, float]] = {}
+# Per node tuple (the simulator reuses one until a node fails or is repaired; only the last one is
+# kept): the tuple, its empty capacity (copied each cycle), each node id's type map and the live
+# nodes' CPUs and GiB.
+_BASE: dict[int, tuple[tuple[Node, ...], Capacity, dict[str, _TypeMap], float, float]] = {}
 # (node id, held device ids) -> what the node's free devices are after the hold, from the template
 # above (cleared with it).
 _HELD: dict[tuple[str, tuple[str, ...]], HeldResult] = {}
 
 
-def _device_types(node: Node) -> tuple[dict[str, str], dict[tuple[str, ...], tuple[tuple[str, int], ...]]]:
+def _device_types(node: Node) -> _TypeMap:
     """Device id -> type for a node, and a memo of device-id tuples -> (type, count) pairs,
     memoised by identity (the node is kept alive by the memo, so its id cannot be reused while cached)."""
     hit = _TYPE_MAPS.get(id(node))
@@ -356,23 +352,23 @@ def _device_types(node: Node) -> tuple[dict[str, str], dict[tuple[str, ...], tup
     return hit[1], hit[2]
 
 
-def _type_counts(node_id: str, device_ids: tuple[str, ...], node_types: dict[str, dict[str, str]],
-                 memo: dict[str, dict[tuple[str, ...], tuple[tuple[str, int], ...]]],
+def _type_counts(node_id: str, device_ids: tuple[str, ...], node_types: dict[str, _TypeMap],
                  ) -> tuple[tuple[str, int], ...]:
     """How many of ``device_ids`` (on ``node_id``) are of each known type, types in order of first appearance."""
-    m = memo.get(node_id)
-    if m is not None:
-        hit = m.get(device_ids)
-        if hit is not None:
-            return hit
-    tt = node_types.get(node_id, {})
+    maps = node_types.get(node_id)
+    if maps is None:
+        return ()
+    tt, m = maps
+    hit = m.get(device_ids)
+    if hit is not None:
+        return hit
     out: dict[str, int] = {}
     for d in device_ids:
         ty = tt.get(d)
         if ty is not None:
             out[ty] = out.get(ty, 0) + 1
     res = tuple(out.items())
-    if m is not None and len(m) < 4096:
+    if len(m) < 4096:
         m[device_ids] = res
     return res
 
