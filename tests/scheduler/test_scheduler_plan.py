@@ -242,3 +242,18 @@ def test_the_shortcut_for_running_jobs_plans_as_the_full_rules_over_a_whole_simu
     fast = plans(make_scheduler("srpt-plan"))
     assert any(p.preemptions for _, p in fast)  # moves and preemptions happen, not only stays
     assert fast == plans(_per_type_times_only(make_scheduler("srpt-plan")))
+
+
+def test_kth_smallest_of_a_pool_heap_is_the_sorted_order_statistic() -> None:
+    import heapq
+
+    from llmos.scheduler.planner import _kth
+
+    rng = random.Random(3)
+    for n in (1, 2, 5, 31, 32, 100):
+        for k in range(1, min(n, 10) + 1):
+            heap = [float(rng.randrange(20)) for _ in range(n)]  # ties included
+            heapq.heapify(heap)
+            before = sorted(heap)
+            assert _kth(heap, k) == before[k - 1]
+            assert sorted(heap) == before

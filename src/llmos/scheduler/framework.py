@@ -122,11 +122,14 @@ class JobView:
     @staticmethod
     def of_running(tasks: Sequence[RunningTask], device_type: str | None) -> JobView:
         t0 = tasks[0]
-        devices = len(t0.device_ids)
-        req = _running_request(devices, device_type, t0.cpus, t0.memory_gib)
+        key = (len(t0.device_ids), device_type, t0.cpus, t0.memory_gib)
+        req = _REQUESTS.get(key)
+        if req is None:
+            req = _running_request(*key)
         if len(tasks) == 1:  # the common case, kept cheap for the simulator's hot loop
+            n = t0.num_tasks
             return JobView(t0.job_id, t0.tenant, t0.priority, t0.preemptible, t0.submitted_at,
-                           t0.attained_service_s, max(1, t0.num_tasks), req, t0.workload,
+                           t0.attained_service_s, n if n > 1 else 1, req, t0.workload,
                            t0.estimated_duration_s, True, (t0,), device_type, t0.last_checkpoint_at,
                            t0.started_at, t0.spec_steps, t0.steps_done, t0.observed_throughput)
         # One pass over the gang (the simulator's hot loop sees many gangs).

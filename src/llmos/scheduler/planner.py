@@ -59,9 +59,13 @@ from llmos.scheduler.framework import CycleContext, JobView, QueueOrder, Status
 
 
 def _kth(heap: list[float], k: int) -> float:
-    """The k-th smallest of a heap (k >= 1), leaving it as it was: O(k log n)."""
+    """The k-th smallest of a heap (k >= 1), leaving it as it was."""
     if k == 1:
         return heap[0]
+    if k <= 6:
+        # The k smallest lie within the heap's first k levels (each one's ancestors are no larger):
+        # sorting those few is cheaper than k pops and pushes.
+        return sorted(heap[:(1 << k) - 1])[k - 1]
     popped = [heapq.heappop(heap) for _ in range(k)]
     for x in popped:
         heapq.heappush(heap, x)
