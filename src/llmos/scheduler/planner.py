@@ -51,6 +51,7 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from llmos.core.resources import ResourceRequest
 from llmos.scheduler.capacity import NO_DEVICE
@@ -62,9 +63,9 @@ def _kth(heap: list[float], k: int) -> float:
     """The k-th smallest of a heap (k >= 1), leaving it as it was."""
     if k == 1:
         return heap[0]
-    if k <= 6:
+    if k <= 6 or len(heap) <= 64:
         # The k smallest lie within the heap's first k levels (each one's ancestors are no larger):
-        # sorting those few is cheaper than k pops and pushes.
+        # sorting those few (or a small heap whole) is cheaper than k pops and pushes.
         return sorted(heap[:(1 << k) - 1])[k - 1]
     popped = [heapq.heappop(heap) for _ in range(k)]
     for x in popped:
@@ -200,6 +201,7 @@ class PlannedTypes:
         ratio = self.unknown_class_ratio
         log_ratio = math.log(ratio)
         lease = self.lease_s
+        floor = self.unknown_floor_s
         # Per job: its rank key, it, and either its seconds left per type or, for a running job on a
         # measured workload (most jobs, every cycle), (work, its pool): its seconds left on a type are
         # ``work / speed``, worked out per type only if the job is considered for a move.
@@ -226,16 +228,20 @@ class PlannedTypes:
                 if pool is not None:
                     # As below and in ``_times``, without the per-type dict (the least time is at the best speed).
                     pos, top, _ = pool
+                    # (``max`` spelled out: this runs for every running job every cycle.)
                     steps = j.spec_steps
                     if steps is not None:
-                        work = max(0.0, steps - j.steps_done)
+                        work = steps - j.steps_done
+                        if not work > 0.0:
+                            work = 0.0
                     else:
-                        work = max(self.unknown_floor_s, j.attained_service_s) * top
+                        attained = j.attained_service_s
+                        work = (attained if attained > floor else floor) * top
                     rem = work / top if pos else math.inf
                     if per_device:
                         rem *= g
                     if steps is None and rem < math.inf:
-                        rem = ratio ** math.floor(math.log(max(rem, 1.0)) / log_ratio)
+                        rem = ratio ** math.floor(math.log(1.0 if rem < 1.0 else rem) / log_ratio)
                     leased = 0 if now - j.started_at < lease else 1
                     items.append(((-j.priority, leased, rem, j.submitted_at, j.job_id), j, None, (work, pool)))
                     continue
@@ -260,7 +266,7 @@ class PlannedTypes:
             # Within a priority class, a running job inside its lease keeps its place and its type.
             leased = 0 if j.running and now - j.started_at < lease else 1
             items.append(((-j.priority, leased, rem, j.submitted_at, j.job_id), j, secs, None))
-        items.sort(key=lambda it: it[0])
+        items.sort(key=itemgetter(0))
         ranked = [it[1] for it in items]
         all_times = [it[2] for it in items]
         lazy = [it[3] for it in items]
@@ -304,7 +310,7 @@ class PlannedTypes:
                     if not stays and job.spec_steps is None:
                         stays = True  # the rule below, on the same figures
                         for t, s in pos:
-                            if work / s * speedup <= here and free_now[t] >= g:
+                            if free_now[t] >= g and work / s * speedup <= here:
                                 stays = False
                                 break
                     elif not stays and not at_now:
@@ -332,11 +338,14 @@ class PlannedTypes:
                         for t, s in pos:
                             if t == cur:
                                 continue
-                            k = g - max(free_now[t], 0)
+                            f = free_now[t]
+                            k = g - f if f > 0 else g
                             if k <= 0:
                                 start = now
                             elif k <= len(later[t]):
-                                start = max(_kth(heap(t), k), now)
+                                start = _kth(heap(t), k)
+                                if now > start:
+                                    start = now
                             else:
                                 continue
                             fin = start + self.restart_s + work / s

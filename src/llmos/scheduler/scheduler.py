@@ -374,10 +374,12 @@ def _type_counts(node_id: str, device_ids: tuple[str, ...], node_types: dict[str
 
 
 def _sorted_tasks(tasks: list[RunningTask]) -> list[RunningTask]:
-    ids = [t.task_id for t in tasks]
-    if ids == sorted(ids):
-        return tasks  # already in order (the usual case): no keyed sort
-    return sorted(tasks, key=lambda t: t.task_id)
+    prev = tasks[0].task_id
+    for t in tasks:
+        if t.task_id < prev:
+            return sorted(tasks, key=lambda t: t.task_id)
+        prev = t.task_id
+    return tasks  # already in order (the usual case): no keyed sort
 
 
 def make_scheduler(profile: str = "default") -> Scheduler:
