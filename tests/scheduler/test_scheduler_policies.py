@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sched_factories import node, pending, running
 
@@ -143,7 +145,14 @@ def test_heterogeneity_gives_the_fast_type_to_the_job_that_gains_most() -> None:
     # The job that gains little arrives first; a greedy policy would hand it the V100.
     queue = (pending("a3c", 1, workload="a3c", submitted_at=0), pending("resnet", 1, workload="resnet", submitted_at=1))
     snap = ClusterSnapshot(nodes, pending=queue, throughput=THROUGHPUT)
-    plan = make_scheduler("default").schedule(snap, 0.0)
+    # Gavel-style type allocation (max normalised throughput), with and without SRPT order.
+    for profile in ("srpt-hetero", "gavel"):
+        plan = make_scheduler(profile).schedule(snap, 0.0)
+        assert placed(plan) == {"resnet": [("v", ("gpu0",))], "a3c": [("k", ("gpu0",))]}, profile
+    # srpt-plan (the default) ranks by time left on the best type, so with the same work named
+    # the job that gains most finishes first on the V100 and is planned there.
+    sized = tuple(replace(p, spec_steps=36_000.0) for p in queue)
+    plan = make_scheduler("default").schedule(ClusterSnapshot(nodes, pending=sized, throughput=THROUGHPUT), 0.0)
     assert placed(plan) == {"resnet": [("v", ("gpu0",))], "a3c": [("k", ("gpu0",))]}
     greedy = make_scheduler("fifo-backfill").schedule(snap, 0.0)
     assert placed(greedy)["a3c"][0][0] == "v"
@@ -176,8 +185,6 @@ def test_cordoned_nodes_are_skipped() -> None:
 
 
 def test_dead_nodes_and_busy_devices_are_not_used() -> None:
-    from dataclasses import replace
-
     nodes = (replace(node("dead", devices=4), alive=False), node("n", devices=2))
     run = (running("r", "n", ["gpu0"]),)
     plan = make_scheduler("default").schedule(ClusterSnapshot(nodes, running=run, pending=(pending("j", 1),)), 0.0)

@@ -242,4 +242,4 @@ def get_profile(name: str) -> Profile:
 
 
 # Chosen by benchmarks/scheduler_quality.py on dev-a.trace (see docs/scheduler.md).
-DEFAULT_PROFILE = "srpt-hetero"
+DEFAULT_PROFILE = "srpt-plan"
