@@ -43,15 +43,19 @@ class QuotaReclaim:
         out: dict[str, str] = {}
         mine = ctx.tenant(job.tenant).quota
         types = set(ctx.allowed_types(job))
+        need = job.devices_total
+        usage: dict[str, dict[str, int]] | None = None  # read once, when first needed (it is counted then)
         for r in running:
             t = r.device_type
             if not r.preemptible or r.tenant == job.tenant or t is None or t not in types:
                 continue
+            if usage is None:
+                usage = ctx.usage
             guarantee = mine.get(t, 0)
-            if ctx.usage.get(job.tenant, {}).get(t, 0) + job.devices_total > guarantee:
+            if usage.get(job.tenant, {}).get(t, 0) + need > guarantee:
                 continue  # the waiting job would itself be borrowing: nothing to reclaim
             theirs = ctx.tenant(r.tenant).quota.get(t, 0)
-            if ctx.usage.get(r.tenant, {}).get(t, 0) > theirs:
+            if usage.get(r.tenant, {}).get(t, 0) > theirs:
                 out[r.job_id] = (
                     f"reclaimed: tenant {r.tenant} borrowed {t} beyond its guarantee of {theirs} "
                     f"and tenant {job.tenant} needs its own"
