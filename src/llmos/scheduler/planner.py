@@ -353,13 +353,8 @@ class PlannedTypes:
                                     fin, start, t)
                             if cand < lead:
                                 lead, lead_s = cand, s
-                        stays = True
-                        if lead[3] != cur and lead[2] <= now:
-                            if job.spec_steps is None:
-                                stays = not (here >= speedup * (work / lead_s)
-                                             and now - job.started_at >= self.move_min_s)
-                            else:
-                                stays = not stay_fin - lead[1] > max(self.move_min_s, self.move_frac * (stay_fin - now))
+                        stays = not (lead[3] != cur and lead[2] <= now
+                                     and self._worth_move(job, now, here, work / lead_s, stay_fin, lead[1]))
                 if not stays:
                     times = {t: work / s for t, s in pos}
             elif times is not None and cur is not None and cur in times and free_now[cur] >= g:
@@ -423,17 +418,9 @@ class PlannedTypes:
             if best is None:
                 continue
             if stay is not None and best[3] != stay[3]:
-                saved = stay[1] - best[1]
-                if now - job.started_at < self.lease_s:
-                    worth = False  # within its lease it stays put
-                elif job.remaining_steps is None:
-                    # Its remaining time is a guess (the spec names no work): move only to a type
-                    # ``unknown_speedup`` x faster, and not within ``move_min_s`` of its start
-                    # (``faster-type`` migration's rule).
-                    worth = (times[stay[3]] >= self.unknown_speedup * times[best[3]]
-                             and now - job.started_at >= self.move_min_s)
-                else:
-                    worth = saved > max(self.move_min_s, self.move_frac * (stay[1] - now))
+                # Within its lease it stays put.
+                worth = now - job.started_at >= self.lease_s and self._worth_move(
+                    job, now, times[stay[3]], times[best[3]], stay[1], best[1])
                 if best[2] > now or not worth:
                     best = stay  # hysteresis: not worth a restart (and never idle a running job)
             if best[2] > now and nowbest is not None and nowbest[0] <= best[0] + self.wait_factor * (best[1] - now):
@@ -479,6 +466,18 @@ class PlannedTypes:
                 free[want] -= job.devices_total
             else:
                 first[want] = job.job_id
+
+    def _worth_move(self, job: JobView, now: float, here_s: float, there_s: float, stay_fin: float,
+                    move_fin: float) -> bool:
+        """Hysteresis: whether a running job past its lease should move from a type where it needs
+        ``here_s`` more seconds (finishing at ``stay_fin``) to one where it needs ``there_s`` (finishing
+        at ``move_fin``, restart included)."""
+        if job.spec_steps is None:
+            # Its remaining time is a guess (the spec names no work): move only to a type
+            # ``unknown_speedup`` x faster, and not within ``move_min_s`` of its start
+            # (``faster-type`` migration's rule).
+            return here_s >= self.unknown_speedup * there_s and now - job.started_at >= self.move_min_s
+        return stay_fin - move_fin > max(self.move_min_s, self.move_frac * (stay_fin - now))
 
     def _pool(self, job: JobView, pool_types: dict[str, int], ctx: CycleContext) -> _Pool | None:
         """A running job's types in the pools it runs on with their speeds, the best of those speeds

@@ -257,17 +257,11 @@ class Simulator:
         new = object.__new__
         set_dict = object.__setattr__
         interval = self.cfg.checkpoint_interval_s
-        floor = math.floor
         for j in self.running.values():
-            # ``checkpoint_at`` and ``done_at`` inline (two calls per running job per cycle).
-            ran = t - j.progress_start
-            if not ran > 0.0:
-                ran = 0.0
-            k = floor(ran / interval)
-            ck = j.progress_start + k * interval if k >= 1 else None
+            ck = j.checkpoint_at(t, interval)
             attained = j.attained + (t - j.run_start)
             observed = j.rate if t > j.progress_start else None
-            done = j.spec.work - j.remaining + j.rate * ran
+            done = j.spec.work - j.remaining + j.done_at(t)
             for proto in j.protos:
                 # A copy of the fields fixed at start plus the ones that move with time: the same
                 # RunningTask the constructor builds, without its per-field frozen setattr calls

@@ -3,8 +3,8 @@
 Two float32 kernels (``csrc/paged_attention.cpp``): decode attention over the paged KV
 cache, which reads each sequence's K and V blocks in place, once, where the
 ``torch.compile``-d gather (``llama.paged_decode_attention``) spends most of its time
-on index arithmetic (measured 2-3x faster per call for 64 sequences,
-docs/serving-engine.md); and the write of a step's new K/V rows into their slots.
+on index arithmetic (about 2x faster per call for 64 sequences:
+``benchmarks/decode_attention.py``); and the write of a step's new K/V rows into their slots.
 The shared object is built with the system C++ compiler (``$CXX``, else
 ``g++``/``c++``; ``-O3 -march=native -fopenmp``) into a cache directory
 keyed by the source, the compiler, its flags and the CPU's feature flags, so it
@@ -44,8 +44,9 @@ def cache_dir() -> Path:
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "g++", "c++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     return None
 
 

@@ -17,6 +17,18 @@
 #include <cstdint>
 #include <vector>
 
+// Calls fn(l, row) for each of the first L rows of one (sequence, head) context, block by block:
+// ``base`` is that head's cache, ``table`` the sequence's physical blocks.
+template <typename Fn>
+static inline void for_each_row(const float* base, const int64_t* table, int64_t L, int64_t bs, int64_t hd,
+                                Fn&& fn) {
+  for (int64_t l0 = 0; l0 < L; l0 += bs) {
+    const float* block = base + table[l0 / bs] * bs * hd;
+    const int64_t n = std::min(bs, L - l0);
+    for (int64_t t = 0; t < n; ++t) fn(l0 + t, block + t * hd);
+  }
+}
+
 extern "C" int llmos_paged_decode_attention_f32(
     const float* q, const float* k_cache, const float* v_cache, const int64_t* tables,
     const int64_t* ctx_lens, float* out, int64_t D, int64_t H, int64_t nkv, int64_t num_blocks,
@@ -41,20 +53,15 @@ extern "C" int llmos_paged_decode_attention_f32(
     const float* vbase = v_cache + kh * head_stride;
     const float* qh = q + (d * H + kh * group) * hd;
     std::vector<float> s(group * L);
-    for (int64_t l0 = 0; l0 < L; l0 += bs) {
-      const float* kb = kbase + table[l0 / bs] * bs * hd;
-      const int64_t n = std::min(bs, L - l0);
-      for (int64_t t = 0; t < n; ++t) {
-        const float* kr = kb + t * hd;
-        for (int64_t g = 0; g < group; ++g) {
-          const float* qr = qh + g * hd;
-          float acc = 0.f;
+    for_each_row(kbase, table, L, bs, hd, [&](int64_t l, const float* kr) {
+      for (int64_t g = 0; g < group; ++g) {
+        const float* qr = qh + g * hd;
+        float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-          for (int64_t i = 0; i < hd; ++i) acc += qr[i] * kr[i];
-          s[g * L + l0 + t] = acc * scale;
-        }
+        for (int64_t i = 0; i < hd; ++i) acc += qr[i] * kr[i];
+        s[g * L + l] = acc * scale;
       }
-    }
+    });
     for (int64_t g = 0; g < group; ++g) {  // softmax of each head's scores
       float* sg = s.data() + g * L;
       float m = -INFINITY;
@@ -69,19 +76,14 @@ extern "C" int llmos_paged_decode_attention_f32(
     }
     float* oh = out + (d * H + kh * group) * hd;
     std::fill(oh, oh + group * hd, 0.f);
-    for (int64_t l0 = 0; l0 < L; l0 += bs) {
-      const float* vb = vbase + table[l0 / bs] * bs * hd;
-      const int64_t n = std::min(bs, L - l0);
-      for (int64_t t = 0; t < n; ++t) {
-        const float* vr = vb + t * hd;
-        for (int64_t g = 0; g < group; ++g) {
-          const float p = s[g * L + l0 + t];
-          float* o = oh + g * hd;
+    for_each_row(vbase, table, L, bs, hd, [&](int64_t l, const float* vr) {
+      for (int64_t g = 0; g < group; ++g) {
+        const float p = s[g * L + l];
+        float* o = oh + g * hd;
 #pragma omp simd
-          for (int64_t i = 0; i < hd; ++i) o[i] += p * vr[i];
-        }
+        for (int64_t i = 0; i < hd; ++i) o[i] += p * vr[i];
       }
-    }
+    });
   }
   return 0;
 }
